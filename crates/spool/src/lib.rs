@@ -1,1 +1,827 @@
-//! spool
+//! The maildir spool both daemons keep their messages in: the reason nothing acknowledged is lost.
+//!
+//! A message is one file, its content the HTTP request in `message/http` form, its name its key
+//! and retry state (see [`name`]). The folders under the spool directory are the states:
+//! `tmp/` (being written), `new/` (queued), `cur/` (retrying), `done/` (delivered, kept for a
+//! retention period) and `dead/` (given up on), plus `attempts/` (one JSON line per delivery
+//! attempt of each key) and a `lock` file that keeps a second daemon out.
+//!
+//! [`Spool::enqueue`] returns only once the file and its directory entry are durable (the
+//! committer groups concurrent writers into one flush, see [`commit`]); every later state change
+//! is an atomic rename made durable the same way. On [`Spool::open`] the schedule is rebuilt from
+//! the directory listings alone, holding a few dozen bytes per queued message.
+
+mod commit;
+mod index;
+pub mod name;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+use ulid::Ulid;
+
+use commit::{Committer, Folder, Job, Op};
+use index::{Entry, Index, Place};
+pub use name::{BadKey, CurName, Key};
+
+/// How a spool is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Flush data and directory entries before answering. Off trades crash safety for speed.
+    pub fsync: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { fsync: true }
+    }
+}
+
+/// The most bytes of a response kept in an attempt record.
+pub const EXCERPT_BYTES: usize = 512;
+
+/// The states a message can be in, as the CLI and status API name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Queued,
+    Retrying,
+    Delivered,
+    Dead,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Retrying => "retrying",
+            State::Delivered => "delivered",
+            State::Dead => "dead",
+        }
+    }
+}
+
+/// One delivery attempt, as recorded in `attempts/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the attempt started, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Where it went (a URL; never containing secrets).
+    pub target: String,
+    /// The response status, if a response came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The network or protocol error, if no usable response came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    /// The start of the response body, at most [`EXCERPT_BYTES`], lossily decoded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub excerpt: String,
+}
+
+impl Attempt {
+    /// A short description of a failed attempt, for `last_error`.
+    pub fn failure(&self) -> Option<String> {
+        match (&self.error, self.status) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(s)) if !(200..300).contains(&s) => Some(format!("status {s}")),
+            _ => None,
+        }
+    }
+}
+
+/// Cuts a response body down to an attempt excerpt.
+pub fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(EXCERPT_BYTES)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+/// What to do with a claimed message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Try again at `due_ms` (ms since the epoch).
+    Retry { due_ms: u64 },
+    /// It was delivered: move to `done/`.
+    Delivered,
+    /// Give up: move to `dead/`.
+    Dead,
+}
+
+/// A queued message handed to one deliverer; nobody else gets it until it is finished or released.
+#[derive(Debug)]
+pub struct Claim {
+    pub key: Key,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the current retry budget started (arrival or re-queue), ms since the epoch.
+    pub since_ms: u64,
+    due_ms: u64,
+    place: Place,
+}
+
+/// Where a message stands, for the status API and `spool show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub key: Key,
+    pub state: State,
+    pub attempts: u32,
+    /// ms since the epoch; only while queued or retrying.
+    pub next_attempt_ms: Option<u64>,
+    pub path: PathBuf,
+}
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Counts of messages by state, for the `*_spool_messages{state}` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: usize,
+    pub retrying: usize,
+    /// Claimed by a deliverer right now (included in `queued` or `retrying`).
+    pub in_flight: usize,
+}
+
+/// Why the spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process owns this spool; the daemon must not start.
+    #[error("spool {dir} is locked by another process (pid {pid})")]
+    Locked { dir: PathBuf, pid: String },
+    /// The directory cannot be used at all.
+    #[error("cannot open spool {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a message was not stored; the sender must be refused (503) and nothing was kept.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to store {key} in {dir}: {step}: {source}")]
+pub struct EnqueueError {
+    pub key: String,
+    pub dir: PathBuf,
+    pub step: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Why a state change failed. The message stays queued where it was, or (if `renamed`) is at
+/// its new place but that may not survive a crash; either way it will be delivered again
+/// rather than lost, and the spool reports itself unhealthy.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to move {key} in {dir}: {step}: {source}")]
+pub struct MoveError {
+    pub key: Key,
+    pub dir: PathBuf,
+    pub step: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Why a re-queue did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    /// The key is not in `dead/` (unknown, still queued, or delivered): answer 404/409.
+    #[error("{0} is not a dead message")]
+    NotDead(Key),
+    /// The rename failed; nothing changed.
+    #[error(transparent)]
+    Move(#[from] MoveError),
+}
+
+/// Whether the spool can currently store messages; read by `/readyz` without I/O.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failing: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// Test hook: this many coming data flushes fail with EIO.
+    fail_syncs: AtomicUsize,
+}
+
+impl Health {
+    fn set_unhealthy(&self, reason: String) {
+        tracing::error!(%reason, "spool cannot write; refusing messages until a write succeeds");
+        *lock(&self.reason) = Some(reason);
+        self.failing.store(true, Ordering::Release);
+    }
+
+    fn set_healthy(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            tracing::warn!("spool writes succeed again");
+            *lock(&self.reason) = None;
+        }
+    }
+
+    fn injected_failure(&self) -> io::Result<()> {
+        let pending = self.fail_syncs.load(Ordering::Relaxed);
+        if pending > 0
+            && self
+                .fail_syncs
+                .compare_exchange(pending, pending - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(5)); // EIO, as a dying disk reports it
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of our short critical sections leaves plain data behind.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The due time of a message in `new/`: the start of time, so it sorts before everything and is
+/// handed out at the next claim.
+const DUE_AT_ONCE: u64 = 0;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An open, locked spool directory. Cheap to clone; all clones share one schedule.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.root)
+            .finish()
+    }
+}
+
+struct Inner {
+    root: PathBuf,
+    index: Mutex<Index>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    health: Arc<Health>,
+    /// Woken when something new becomes due (enqueue, re-queue, release).
+    wake: Notify,
+    _lock: File,
+}
+
+impl Spool {
+    /// Opens (creating if needed) and locks the spool at `dir`, clears `tmp/`, and rebuilds the
+    /// schedule from `new/` and `cur/`.
+    pub fn open(dir: &Path, options: Options) -> Result<Spool, OpenError> {
+        let io_err = |source| OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        let lock_file = take_lock(dir)?;
+        for folder in Folder::ALL.iter().map(|f| f.name()).chain(["attempts"]) {
+            fs::create_dir_all(dir.join(folder)).map_err(io_err)?;
+        }
+        // Leftovers in tmp/ were never acknowledged: clear them.
+        for entry in fs::read_dir(dir.join("tmp")).map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            let _ = fs::remove_file(entry.path());
+        }
+        let index = rebuild(dir).map_err(io_err)?;
+        let health = Arc::new(Health::default());
+        let committer =
+            Committer::new(dir.to_path_buf(), options.fsync, health.clone()).map_err(io_err)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(io_err)?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                root: dir.to_path_buf(),
+                index: Mutex::new(index),
+                jobs: Mutex::new(Some(tx)),
+                health,
+                wake: Notify::new(),
+                _lock: lock_file,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// A fresh message id (time-ordered).
+    pub fn new_id() -> Ulid {
+        Ulid::new()
+    }
+
+    /// Stores `content` durably as message `id` with `copies` deliverable copies (1 = a single
+    /// target; more = fan-out, keys `id.1`..`id.N`). Returns once the file and its entries in
+    /// `new/` are durable; on error nothing was kept.
+    pub async fn enqueue(
+        &self,
+        id: Ulid,
+        copies: u8,
+        content: Vec<u8>,
+    ) -> Result<Vec<Key>, EnqueueError> {
+        let keys: Vec<Key> = match copies {
+            0 | 1 => vec![Key::new(id, 0)],
+            n => (1..=n).map(|c| Key::new(id, c)).collect(),
+        };
+        let root = self.inner.root.clone();
+        let fail = |step, source| EnqueueError {
+            key: id.to_string(),
+            dir: root.clone(),
+            step,
+            source,
+        };
+        let tmp = root.join("tmp").join(id.to_string());
+        let write_tmp = tmp.clone();
+        let written = tokio::task::spawn_blocking(move || -> io::Result<File> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&write_tmp)?;
+            if let Err(e) = file.write_all(&content) {
+                let _ = fs::remove_file(&write_tmp);
+                return Err(e);
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(|e| fail("write", io::Error::other(e)))?;
+        let file = written.map_err(|e| {
+            let reason = format!("write failed in {}: {e}", self.inner.root.display());
+            self.inner.health.set_unhealthy(reason);
+            fail("write", e)
+        })?;
+        let names = keys.iter().map(|k| k.to_string()).collect();
+        self.submit(Op::Enqueue { file, tmp, names })
+            .await
+            .map_err(|f| fail(f.step, f.error))?;
+        {
+            let mut index = lock(&self.inner.index);
+            for key in &keys {
+                index.insert(
+                    *key,
+                    Entry {
+                        attempts: 0,
+                        place: Place::New,
+                        claimed: false,
+                        due_ms: DUE_AT_ONCE,
+                        since_ms: key.arrived_ms(),
+                    },
+                );
+            }
+        }
+        self.inner.wake.notify_one();
+        Ok(keys)
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), commit::Failure> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match lock(&self.inner.jobs).as_ref() {
+            Some(jobs) => jobs.send(Job { op, reply }).is_ok(),
+            None => false,
+        };
+        let gone = || commit::Failure {
+            error: io::Error::other("spool is closed"),
+            step: "commit",
+            renamed: false,
+        };
+        if !sent {
+            return Err(gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Claims up to `max` messages due at `now_ms`, oldest first.
+    pub fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+        lock(&self.inner.index)
+            .claim_due(now_ms, max)
+            .into_iter()
+            .map(|(key, e)| Claim {
+                key,
+                attempts: e.attempts,
+                since_ms: e.since_ms,
+                due_ms: e.due_ms,
+                place: e.place,
+            })
+            .collect()
+    }
+
+    /// When the next unclaimed message is due (ms since the epoch), if any is queued.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        lock(&self.inner.index).next_due_ms()
+    }
+
+    /// Resolves when a message may have become due earlier than [`Spool::next_due_ms`] said.
+    pub async fn changed(&self) {
+        self.inner.wake.notified().await
+    }
+
+    /// The path of a claimed message's file, to read it.
+    pub fn path(&self, claim: &Claim) -> PathBuf {
+        self.inner.root.join(current_name(claim))
+    }
+
+    /// Reads a claimed message's file.
+    pub fn read(&self, claim: &Claim) -> io::Result<Vec<u8>> {
+        fs::read(self.path(claim))
+    }
+
+    /// Gives a claim back untouched (e.g. at shutdown, or when its destination is busy).
+    pub fn release(&self, claim: Claim) {
+        lock(&self.inner.index).reschedule(
+            claim.key,
+            claim.place,
+            claim.attempts,
+            claim.due_ms,
+            claim.since_ms,
+        );
+        self.inner.wake.notify_one();
+    }
+
+    /// Records `attempt` (if any) and applies `outcome`, durably, before returning.
+    pub async fn finish(
+        &self,
+        claim: Claim,
+        attempt: Option<&Attempt>,
+        outcome: Outcome,
+    ) -> Result<(), MoveError> {
+        if let Some(attempt) = attempt {
+            // History is appended without a flush of its own: the attempt count that the policy
+            // relies on lives in the file name and is made durable below.
+            let path = self.attempts_path(&claim.key);
+            let mut line = serde_json::to_vec(attempt).unwrap_or_default();
+            line.push(b'\n');
+            let appended = tokio::task::spawn_blocking(move || {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?
+                    .write_all(&line)
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = appended.map_err(io::Error::other) {
+                tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
+            }
+        }
+        let attempts = claim.attempts + u32::from(attempt.is_some());
+        let from = (folder_of(claim.place), file_name(&claim));
+        let key_name = claim.key.to_string();
+        let (to, next) = match outcome {
+            Outcome::Retry { due_ms } => {
+                let name = CurName {
+                    key: claim.key,
+                    attempts,
+                    due_ms,
+                    since_ms: claim.since_ms,
+                };
+                ((Folder::Cur, name.to_string()), Some(due_ms))
+            }
+            Outcome::Delivered => ((Folder::Done, key_name), None),
+            Outcome::Dead => ((Folder::Dead, key_name), None),
+        };
+        let result = if from == to {
+            Ok(())
+        } else {
+            self.submit(Op::Move { from, to }).await
+        };
+        let moved = match &result {
+            Ok(()) => true,
+            Err(f) => f.renamed,
+        };
+        {
+            let mut index = lock(&self.inner.index);
+            match (moved, next) {
+                (true, Some(due_ms)) => {
+                    index.reschedule(claim.key, Place::Cur, attempts, due_ms, claim.since_ms)
+                }
+                (true, None) => index.remove(&claim.key),
+                // Not moved: still where it was; try again after the same back-off.
+                (false, _) => index.reschedule(
+                    claim.key,
+                    claim.place,
+                    claim.attempts,
+                    next.unwrap_or(claim.due_ms).max(now_ms() + 1_000),
+                    claim.since_ms,
+                ),
+            }
+        }
+        self.inner.wake.notify_one();
+        result.map_err(|f| MoveError {
+            key: claim.key,
+            dir: self.inner.root.clone(),
+            step: f.step,
+            source: f.error,
+        })
+    }
+
+    /// Moves a dead message back to the queue with a fresh retry budget, due now.
+    pub async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
+        let name = key.to_string();
+        if !self.inner.root.join("dead").join(&name).exists() {
+            return Err(RequeueError::NotDead(key));
+        }
+        let now = now_ms();
+        let to = CurName {
+            key,
+            attempts: 0,
+            due_ms: now,
+            since_ms: now,
+        };
+        self.submit(Op::Move {
+            from: (Folder::Dead, name),
+            to: (Folder::Cur, to.to_string()),
+        })
+        .await
+        .map_err(|f| MoveError {
+            key,
+            dir: self.inner.root.clone(),
+            step: f.step,
+            source: f.error,
+        })?;
+        lock(&self.inner.index).insert(
+            key,
+            Entry {
+                attempts: 0,
+                place: Place::Cur,
+                claimed: false,
+                due_ms: now,
+                since_ms: now,
+            },
+        );
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Where `key` stands, or `None` if the spool never had it (or it was pruned).
+    pub fn status(&self, key: Key) -> Option<Status> {
+        let queued = lock(&self.inner.index).get(&key).copied();
+        if let Some(e) = queued {
+            let (state, path) = match e.place {
+                Place::New => (State::Queued, format!("new/{key}")),
+                Place::Cur => (
+                    State::Retrying,
+                    format!(
+                        "cur/{}",
+                        CurName {
+                            key,
+                            attempts: e.attempts,
+                            due_ms: e.due_ms,
+                            since_ms: e.since_ms
+                        }
+                    ),
+                ),
+            };
+            return Some(Status {
+                key,
+                state,
+                attempts: e.attempts,
+                next_attempt_ms: Some(if e.due_ms == DUE_AT_ONCE {
+                    now_ms()
+                } else {
+                    e.due_ms
+                }),
+                path: self.inner.root.join(path),
+            });
+        }
+        finished_status(&self.inner.root, key)
+    }
+
+    /// The recorded attempts of `key`, oldest first.
+    pub fn attempts(&self, key: Key) -> Vec<Attempt> {
+        read_attempts(&self.inner.root, key)
+    }
+
+    fn attempts_path(&self, key: &Key) -> PathBuf {
+        self.inner.root.join("attempts").join(key.to_string())
+    }
+
+    /// Message counts by state (queued and retrying from memory; no I/O).
+    pub fn counts(&self) -> Counts {
+        let (queued, retrying, in_flight) = lock(&self.inner.index).counts();
+        Counts {
+            queued,
+            retrying,
+            in_flight,
+        }
+    }
+
+    /// `None` when the spool can store messages; otherwise why not. No I/O.
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        if self.inner.health.failing.load(Ordering::Acquire) {
+            Some(lock(&self.inner.health.reason).clone().unwrap_or_default())
+        } else {
+            None
+        }
+    }
+
+    /// Deletes delivered messages (and their attempt history) finished longer than `retention`
+    /// ago. Blocking; run it off the async workers. Returns how many were removed.
+    pub fn prune_done(&self, retention: Duration) -> io::Result<usize> {
+        prune_done(&self.inner.root, retention)
+    }
+
+    /// Deletes every message in `dead/` (and its attempt history). Returns how many.
+    pub fn purge_dead(&self) -> io::Result<usize> {
+        purge_dead(&self.inner.root)
+    }
+
+    /// Makes later enqueues fail at their data flush, `n` times, as a failing disk would.
+    #[doc(hidden)]
+    pub fn inject_sync_failures(&self, n: usize) {
+        self.inner.health.fail_syncs.store(n, Ordering::SeqCst);
+    }
+}
+
+fn folder_of(place: Place) -> Folder {
+    match place {
+        Place::New => Folder::New,
+        Place::Cur => Folder::Cur,
+    }
+}
+
+fn file_name(claim: &Claim) -> String {
+    match claim.place {
+        Place::New => claim.key.to_string(),
+        Place::Cur => CurName {
+            key: claim.key,
+            attempts: claim.attempts,
+            due_ms: claim.due_ms,
+            since_ms: claim.since_ms,
+        }
+        .to_string(),
+    }
+}
+
+fn current_name(claim: &Claim) -> PathBuf {
+    Path::new(folder_of(claim.place).name()).join(file_name(claim))
+}
+
+fn take_lock(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join("lock");
+    let io_err = |source| OpenError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(OpenError::Locked {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.into()
+                },
+            });
+        }
+        Err(e) => return Err(io_err(e.into())),
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io_err)?;
+    Ok(file)
+}
+
+/// Builds the schedule from the names in `new/` and `cur/`. Unknown names are skipped with a
+/// warning (an operator may have dropped a file in by hand).
+fn rebuild(root: &Path) -> io::Result<Index> {
+    let mut index = Index::default();
+    for entry in fs::read_dir(root.join("new"))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
+            Some(key) => {
+                index.insert(
+                    key,
+                    Entry {
+                        attempts: 0,
+                        place: Place::New,
+                        claimed: false,
+                        due_ms: DUE_AT_ONCE,
+                        since_ms: key.arrived_ms(),
+                    },
+                );
+            }
+            None => {
+                tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a message id")
+            }
+        }
+    }
+    for entry in fs::read_dir(root.join("cur"))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        match name.to_str().and_then(CurName::parse) {
+            Some(cur) => {
+                let inserted = index.insert(
+                    cur.key,
+                    Entry {
+                        attempts: cur.attempts,
+                        place: Place::Cur,
+                        claimed: false,
+                        due_ms: cur.due_ms,
+                        since_ms: cur.since_ms,
+                    },
+                );
+                if !inserted {
+                    tracing::warn!(file = ?entry.path(), "ignoring a second file for a queued message");
+                }
+            }
+            None => {
+                tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a retry state")
+            }
+        }
+    }
+    Ok(index)
+}
+
+fn finished_status(root: &Path, key: Key) -> Option<Status> {
+    for (folder, state) in [("done", State::Delivered), ("dead", State::Dead)] {
+        let path = root.join(folder).join(key.to_string());
+        if path.exists() {
+            return Some(Status {
+                key,
+                state,
+                attempts: read_attempts(root, key).len() as u32,
+                next_attempt_ms: None,
+                path,
+            });
+        }
+    }
+    None
+}
+
+fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
+    let Ok(file) = File::open(root.join("attempts").join(key.to_string())) else {
+        return Vec::new();
+    };
+    io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        // A line cut by a crash mid-append is skipped, not fatal.
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect()
+}
+
+fn prune_done(root: &Path, retention: Duration) -> io::Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut removed = 0;
+    for entry in fs::read_dir(root.join("done"))? {
+        let entry = entry?;
+        // A rename sets ctime: it is the moment the message was finished.
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.ctime() < cutoff {
+            fs::remove_file(entry.path())?;
+            let _ = fs::remove_file(root.join("attempts").join(entry.file_name()));
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn purge_dead(root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(root.join("dead"))? {
+        let entry = entry?;
+        fs::remove_file(entry.path())?;
+        let _ = fs::remove_file(root.join("attempts").join(entry.file_name()));
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+pub mod offline;
+
+#[cfg(test)]
+mod tests;

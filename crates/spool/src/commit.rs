@@ -1,0 +1,297 @@
+//! The committer: one thread that makes spool changes durable in groups.
+//!
+//! Callers write a message's bytes to `tmp/` in parallel, then hand the committer a job. The
+//! committer takes every job waiting, and for the whole group: flushes the file data (one
+//! `fdatasync` for a lone file, one `syncfs` for several), renames the files into place, fsyncs
+//! each directory it touched once, and only then answers every job. So N requests that arrive
+//! together cost two flushes, not 2N, and none is answered before its own file and directory
+//! entry are durable. A failed flush fails every job it covered: nothing is retried and trusted.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::Health;
+
+/// The folders of a spool, in the order their fds are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Folder {
+    Tmp,
+    New,
+    Cur,
+    Done,
+    Dead,
+}
+
+impl Folder {
+    pub(crate) const ALL: [Folder; 5] = [
+        Folder::Tmp,
+        Folder::New,
+        Folder::Cur,
+        Folder::Done,
+        Folder::Dead,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Folder::Tmp => "tmp",
+            Folder::New => "new",
+            Folder::Cur => "cur",
+            Folder::Done => "done",
+            Folder::Dead => "dead",
+        }
+    }
+}
+
+/// One change to make durable.
+pub(crate) enum Op {
+    /// A complete file in `tmp/` (still open, for `fdatasync`) that gets the names `names` in
+    /// `new/`: one name is a rename, several are hard links to one inode (fan-out copies).
+    Enqueue {
+        file: File,
+        tmp: PathBuf,
+        names: Vec<String>,
+    },
+    /// A rename between folders.
+    Move {
+        from: (Folder, String),
+        to: (Folder, String),
+    },
+}
+
+/// What went wrong with one job, and whether its rename had already happened.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: io::Error,
+    pub(crate) step: &'static str,
+    /// For a move: the file is at its new name even though that may not be durable.
+    pub(crate) renamed: bool,
+}
+
+pub(crate) type Reply = Result<(), Failure>;
+
+pub(crate) struct Job {
+    pub(crate) op: Op,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+pub(crate) struct Committer {
+    pub(crate) root: PathBuf,
+    pub(crate) fsync: bool,
+    pub(crate) health: Arc<Health>,
+    /// Open folder handles for fsync, by `Folder as usize`.
+    dirs: Vec<File>,
+}
+
+/// Most jobs in one group; bounds the latency of the first job in a burst.
+const MAX_GROUP: usize = 4096;
+
+impl Committer {
+    pub(crate) fn new(root: PathBuf, fsync: bool, health: Arc<Health>) -> io::Result<Committer> {
+        let dirs = Folder::ALL
+            .iter()
+            .map(|f| File::open(root.join(f.name())))
+            .collect::<io::Result<Vec<File>>>()?;
+        Ok(Committer {
+            root,
+            fsync,
+            health,
+            dirs,
+        })
+    }
+
+    /// Runs until every sender is gone.
+    pub(crate) fn run(self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn path(&self, folder: Folder, name: &str) -> PathBuf {
+        self.root.join(folder.name()).join(name)
+    }
+
+    fn dir(&self, folder: Folder) -> &File {
+        &self.dirs[folder as usize]
+    }
+
+    fn commit(&self, group: Vec<Job>) {
+        let mut pending: Vec<(Job, Option<Failure>)> =
+            group.into_iter().map(|job| (job, None)).collect();
+        let enqueues = pending
+            .iter()
+            .filter(|(job, _)| matches!(job.op, Op::Enqueue { .. }))
+            .count();
+
+        // 1. File data. A failed flush covers every file in the group.
+        if self.fsync && enqueues > 0 {
+            let flushed = if enqueues == 1 {
+                pending
+                    .iter()
+                    .find_map(|(job, _)| match &job.op {
+                        Op::Enqueue { file, .. } => Some(sync_data(file, &self.health)),
+                        Op::Move { .. } => None,
+                    })
+                    .unwrap_or(Ok(()))
+            } else {
+                sync_filesystem(self.dir(Folder::Tmp), &self.health)
+            };
+            if let Err(error) = flushed {
+                for (job, failed) in &mut pending {
+                    if let Op::Enqueue { tmp, .. } = &job.op {
+                        let _ = fs::remove_file(tmp);
+                        *failed = Some(Failure {
+                            error: copy_error(&error),
+                            step: "fsync file data",
+                            renamed: false,
+                        });
+                    }
+                }
+            }
+        }
+
+        // 2. Names.
+        let mut touched = BTreeSet::new();
+        for (job, failed) in &mut pending {
+            if failed.is_some() {
+                continue;
+            }
+            let result = match &job.op {
+                Op::Enqueue { tmp, names, .. } => {
+                    touched.insert(Folder::New);
+                    self.publish(tmp, names)
+                }
+                Op::Move { from, to } => {
+                    touched.insert(from.0);
+                    touched.insert(to.0);
+                    fs::rename(self.path(from.0, &from.1), self.path(to.0, &to.1))
+                }
+            };
+            if let Err(error) = result {
+                *failed = Some(Failure {
+                    error,
+                    step: "rename",
+                    renamed: false,
+                });
+            }
+        }
+
+        // 3. Directory entries.
+        if self.fsync {
+            for folder in touched {
+                if let Err(error) = sync_dir(self.dir(folder)) {
+                    for (job, failed) in &mut pending {
+                        if failed.is_some() {
+                            continue;
+                        }
+                        let covers = match &job.op {
+                            Op::Enqueue { names, .. } => {
+                                // Never leave an unacknowledged message where a reader takes it.
+                                if folder == Folder::New {
+                                    for name in names {
+                                        let _ = fs::remove_file(self.path(Folder::New, name));
+                                    }
+                                }
+                                folder == Folder::New
+                            }
+                            Op::Move { from, to } => from.0 == folder || to.0 == folder,
+                        };
+                        if covers {
+                            let renamed = matches!(job.op, Op::Move { .. });
+                            *failed = Some(Failure {
+                                error: copy_error(&error),
+                                step: "fsync directory",
+                                renamed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        // 4. Health follows the last group that wrote new messages; it is set before anyone
+        // is answered, so a caller that saw its write succeed also sees the spool ready.
+        let failure = pending.iter().find_map(|(_, failed)| failed.as_ref());
+        let enqueued = pending
+            .iter()
+            .any(|(job, failed)| failed.is_none() && matches!(job.op, Op::Enqueue { .. }));
+        match failure {
+            Some(failure) => self.health.set_unhealthy(format!(
+                "{} failed in {}: {}",
+                failure.step,
+                self.root.display(),
+                failure.error
+            )),
+            None if enqueued => self.health.set_healthy(),
+            None => {}
+        }
+
+        // 5. Answers.
+        for (job, failed) in pending {
+            let _ = job.reply.send(failed.map_or(Ok(()), Err));
+        }
+    }
+
+    /// Gives a durable tmp file its names in `new/`, undoing partial work on failure.
+    fn publish(&self, tmp: &PathBuf, names: &[String]) -> io::Result<()> {
+        let result = match names {
+            [one] => fs::rename(tmp, self.path(Folder::New, one)),
+            many => {
+                let mut done = Vec::new();
+                let mut result = Ok(());
+                for name in many {
+                    let target = self.path(Folder::New, name);
+                    match fs::hard_link(tmp, &target) {
+                        Ok(()) => done.push(target),
+                        Err(e) => {
+                            for path in &done {
+                                let _ = fs::remove_file(path);
+                            }
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let _ = fs::remove_file(tmp);
+                result
+            }
+        };
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        result
+    }
+}
+
+fn copy_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
+    }
+}
+
+fn sync_data(file: &File, health: &Health) -> io::Result<()> {
+    health.injected_failure()?;
+    rustix::fs::fdatasync(file).map_err(io::Error::from)
+}
+
+fn sync_filesystem(dir: &File, health: &Health) -> io::Result<()> {
+    health.injected_failure()?;
+    rustix::fs::syncfs(dir).map_err(io::Error::from)
+}
+
+fn sync_dir(dir: &File) -> io::Result<()> {
+    rustix::fs::fsync(dir).map_err(io::Error::from)
+}

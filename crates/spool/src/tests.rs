@@ -1,0 +1,404 @@
+//! Unit tests of every spool operation against a real directory.
+
+use super::*;
+use std::os::unix::fs::MetadataExt;
+
+struct Check {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    spool: Spool,
+}
+
+fn check() -> Check {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let spool = Spool::open(&root, Options::default()).unwrap();
+    Check {
+        _dir: dir,
+        root,
+        spool,
+    }
+}
+
+impl Check {
+    fn names(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn put(&self, body: &str) -> Key {
+        let keys = self
+            .spool
+            .enqueue(Spool::new_id(), 1, body.as_bytes().to_vec())
+            .await
+            .unwrap();
+        keys[0]
+    }
+
+    fn reopen(self) -> Check {
+        let Check { _dir, root, spool } = self;
+        drop(spool);
+        let spool = Spool::open(&root, Options::default()).unwrap();
+        Check { _dir, root, spool }
+    }
+}
+
+fn attempt(status: Option<u16>, error: Option<&str>) -> Attempt {
+    Attempt {
+        at_ms: now_ms(),
+        target: "http://127.0.0.1:1/x".into(),
+        status,
+        error: error.map(str::to_owned),
+        duration_ms: 3,
+        excerpt: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn enqueue_writes_the_file_into_new() {
+    let c = check();
+    let key = c.put("POST / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(c.names("new"), vec![key.to_string()]);
+    assert!(c.names("tmp").is_empty());
+    assert_eq!(
+        fs::read(c.root.join("new").join(key.to_string())).unwrap(),
+        b"POST / HTTP/1.1\r\n\r\n"
+    );
+    assert_eq!(
+        c.spool.counts(),
+        Counts {
+            queued: 1,
+            retrying: 0,
+            in_flight: 0
+        }
+    );
+    let status = c.spool.status(key).unwrap();
+    assert_eq!(status.state, State::Queued);
+    assert_eq!(status.attempts, 0);
+}
+
+#[tokio::test]
+async fn fan_out_copies_share_one_file() {
+    let c = check();
+    let id = Spool::new_id();
+    let keys = c.spool.enqueue(id, 3, b"body".to_vec()).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        vec![format!("{id}.1"), format!("{id}.2"), format!("{id}.3")]
+    );
+    assert_eq!(c.names("new").len(), 3);
+    let meta = fs::metadata(c.root.join("new").join(keys[0].to_string())).unwrap();
+    assert_eq!(meta.nlink(), 3, "copies are hard links, not 3 writes");
+    assert_eq!(c.spool.counts().queued, 3);
+}
+
+#[tokio::test]
+async fn claim_read_retry_deliver() {
+    let c = check();
+    let key = c.put("hello").await;
+    let claims = c.spool.claim_due(now_ms(), 10);
+    assert_eq!(claims.len(), 1);
+    assert!(
+        c.spool.claim_due(now_ms(), 10).is_empty(),
+        "a claim is handed out once"
+    );
+    let claim = claims.into_iter().next().unwrap();
+    assert_eq!(claim.key, key);
+    assert_eq!(c.spool.read(&claim).unwrap(), b"hello");
+    assert_eq!(c.spool.counts().in_flight, 1);
+
+    let due = now_ms() + 60_000;
+    c.spool
+        .finish(
+            claim,
+            Some(&attempt(Some(503), None)),
+            Outcome::Retry { due_ms: due },
+        )
+        .await
+        .unwrap();
+    assert!(c.names("new").is_empty());
+    let cur = c.names("cur");
+    assert_eq!(cur.len(), 1);
+    let parsed = CurName::parse(&cur[0]).unwrap();
+    assert_eq!((parsed.key, parsed.attempts, parsed.due_ms), (key, 1, due));
+    assert_eq!(parsed.since_ms, key.arrived_ms());
+    assert!(c.spool.claim_due(now_ms(), 10).is_empty(), "not due yet");
+    assert_eq!(c.spool.next_due_ms(), Some(due.div_ceil(100) * 100));
+    let status = c.spool.status(key).unwrap();
+    assert_eq!((status.state, status.attempts), (State::Retrying, 1));
+    assert_eq!(status.next_attempt_ms, Some(due));
+
+    // Due times are rounded up to 100 ms buckets: never early, at most a bucket late.
+    let claim = c.spool.claim_due(due + 100, 10).pop().unwrap();
+    assert_eq!(claim.attempts, 1);
+    assert_eq!(
+        c.spool.read(&claim).unwrap(),
+        b"hello",
+        "the file is found under its cur name"
+    );
+    c.spool
+        .finish(claim, Some(&attempt(Some(204), None)), Outcome::Delivered)
+        .await
+        .unwrap();
+    assert!(c.names("cur").is_empty());
+    assert_eq!(c.names("done"), vec![key.to_string()]);
+    let status = c.spool.status(key).unwrap();
+    assert_eq!((status.state, status.attempts), (State::Delivered, 2));
+    let history = c.spool.attempts(key);
+    assert_eq!(
+        history.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![Some(503), Some(204)]
+    );
+    assert_eq!(c.spool.counts(), Counts::default());
+}
+
+#[tokio::test]
+async fn dead_letter_and_requeue() {
+    let c = check();
+    let key = c.put("x").await;
+    let claim = c.spool.claim_due(now_ms(), 1).pop().unwrap();
+    c.spool
+        .finish(claim, Some(&attempt(Some(410), None)), Outcome::Dead)
+        .await
+        .unwrap();
+    assert_eq!(c.names("dead"), vec![key.to_string()]);
+    assert_eq!(c.spool.status(key).unwrap().state, State::Dead);
+    let listed = offline::find(&c.root, key).unwrap().unwrap();
+    assert_eq!(listed.last_error.as_deref(), Some("status 410"));
+
+    c.spool.requeue(key).await.unwrap();
+    assert!(c.names("dead").is_empty());
+    let status = c.spool.status(key).unwrap();
+    assert_eq!((status.state, status.attempts), (State::Retrying, 0));
+    let claim = c
+        .spool
+        .claim_due(now_ms() + 100, 1)
+        .pop()
+        .expect("requeued is due now");
+    assert_eq!(claim.key, key);
+    assert!(
+        claim.since_ms >= key.arrived_ms(),
+        "a requeue starts a fresh retry budget"
+    );
+
+    let err = c.spool.requeue(key).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("{key} is not a dead message"));
+}
+
+#[tokio::test]
+async fn release_gives_a_claim_back() {
+    let c = check();
+    let key = c.put("x").await;
+    let claim = c.spool.claim_due(now_ms(), 1).pop().unwrap();
+    c.spool.release(claim);
+    assert_eq!(c.spool.counts().in_flight, 0);
+    assert_eq!(c.spool.claim_due(now_ms(), 1).pop().unwrap().key, key);
+}
+
+#[tokio::test]
+async fn reopen_rebuilds_the_schedule_and_clears_tmp() {
+    let c = check();
+    let fresh = c.put("fresh").await;
+    let retrying = c.put("retrying").await;
+    let dead = c.put("dead").await;
+    for claim in c.spool.claim_due(now_ms(), 10) {
+        let outcome = if claim.key == retrying {
+            Outcome::Retry {
+                due_ms: now_ms() + 3_600_000,
+            }
+        } else if claim.key == dead {
+            Outcome::Dead
+        } else {
+            c.spool.release(claim);
+            continue;
+        };
+        c.spool
+            .finish(
+                claim,
+                Some(&attempt(None, Some("connection refused"))),
+                outcome,
+            )
+            .await
+            .unwrap();
+    }
+    fs::write(c.root.join("tmp").join("half-written"), b"POST / HT").unwrap();
+    fs::write(c.root.join("new").join("not-a-key"), b"x").unwrap();
+
+    let c = c.reopen();
+    assert!(
+        c.names("tmp").is_empty(),
+        "unacknowledged leftovers are cleared"
+    );
+    assert_eq!(
+        c.spool.counts(),
+        Counts {
+            queued: 1,
+            retrying: 1,
+            in_flight: 0
+        }
+    );
+    assert_eq!(c.spool.status(fresh).unwrap().state, State::Queued);
+    let r = c.spool.status(retrying).unwrap();
+    assert_eq!((r.state, r.attempts), (State::Retrying, 1));
+    assert_eq!(c.spool.status(dead).unwrap().state, State::Dead);
+    let due: Vec<Key> = c
+        .spool
+        .claim_due(now_ms(), 10)
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(due, vec![fresh]);
+}
+
+#[tokio::test]
+async fn a_second_owner_is_refused_naming_the_holder() {
+    let c = check();
+    let err = Spool::open(&c.root, Options::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "spool {} is locked by another process (pid {})",
+            c.root.display(),
+            std::process::id()
+        )
+    );
+    let c = c.reopen();
+    assert!(c.spool.unhealthy_reason().is_none());
+}
+
+#[tokio::test]
+async fn failed_flush_refuses_the_message_and_keeps_nothing() {
+    let c = check();
+    c.spool.inject_sync_failures(1);
+    let err = c
+        .spool
+        .enqueue(Spool::new_id(), 1, b"lost?".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fsync file data: Input/output error"),
+        "{err}"
+    );
+    assert!(c.names("new").is_empty());
+    assert!(c.names("tmp").is_empty());
+    assert_eq!(c.spool.counts(), Counts::default());
+    let reason = c
+        .spool
+        .unhealthy_reason()
+        .expect("unhealthy after a failed flush");
+    assert!(reason.contains("fsync file data failed"), "{reason}");
+
+    // The next write that succeeds makes the spool ready again; the failure is not retried.
+    c.put("next").await;
+    assert!(c.spool.unhealthy_reason().is_none());
+    assert_eq!(c.names("new").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_are_grouped_and_all_stored() {
+    let c = check();
+    let spool = c.spool.clone();
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            spool
+                .enqueue(Spool::new_id(), 1, format!("m{n}").into_bytes())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(c.names("new").len(), 200);
+    assert_eq!(c.spool.counts().queued, 200);
+}
+
+#[tokio::test]
+async fn prune_and_purge() {
+    let c = check();
+    let delivered = c.put("a").await;
+    let dead = c.put("b").await;
+    for claim in c.spool.claim_due(now_ms(), 10) {
+        let outcome = if claim.key == delivered {
+            Outcome::Delivered
+        } else {
+            Outcome::Dead
+        };
+        c.spool
+            .finish(claim, Some(&attempt(Some(200), None)), outcome)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        c.spool.prune_done(Duration::from_secs(3600)).unwrap(),
+        0,
+        "too young"
+    );
+    assert_eq!(
+        c.spool.prune_done(Duration::ZERO).unwrap(),
+        0,
+        "ctime is this second"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(c.spool.prune_done(Duration::ZERO).unwrap(), 1);
+    assert!(c.names("done").is_empty());
+    assert_eq!(c.names("attempts"), vec![dead.to_string()]);
+    assert_eq!(c.spool.purge_dead().unwrap(), 1);
+    assert!(c.names("dead").is_empty());
+    assert!(c.names("attempts").is_empty());
+    assert!(c.spool.status(delivered).is_none());
+}
+
+#[tokio::test]
+async fn offline_listing_shows_every_state() {
+    let c = check();
+    let a = c.put("a").await;
+    let b = c.put("b").await;
+    let claim = c
+        .spool
+        .claim_due(now_ms(), 10)
+        .into_iter()
+        .find(|cl| cl.key == b)
+        .unwrap();
+    c.spool
+        .finish(
+            claim,
+            Some(&attempt(None, Some("timed out"))),
+            Outcome::Retry { due_ms: 42 },
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    offline::list(&c.root, |l| {
+        seen.push((l.key, l.state, l.attempts, l.last_error));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (a, State::Queued, 0, None),
+            (b, State::Retrying, 1, Some("timed out".to_owned())),
+        ]
+    );
+    let found = offline::find(&c.root, b).unwrap().unwrap();
+    assert_eq!(found.next_attempt_ms, Some(42));
+    assert_eq!(offline::attempts(&c.root, b).len(), 1);
+}
+
+#[tokio::test]
+async fn fsync_off_still_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Options { fsync: false }).unwrap();
+    let keys = spool
+        .enqueue(Spool::new_id(), 1, b"x".to_vec())
+        .await
+        .unwrap();
+    assert!(dir.path().join("new").join(keys[0].to_string()).exists());
+}
