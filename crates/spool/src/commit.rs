@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -171,7 +171,7 @@ impl Committer {
             let result = match &job.op {
                 Op::Enqueue { tmp, names, .. } => {
                     touched.insert(Folder::New);
-                    self.publish(tmp, names)
+                    Committer::publish(&self.root, tmp, names)
                 }
                 Op::Move { from, to } => {
                     touched.insert(from.0);
@@ -245,14 +245,15 @@ impl Committer {
     }
 
     /// Gives a durable tmp file its names in `new/`, undoing partial work on failure.
-    fn publish(&self, tmp: &PathBuf, names: &[String]) -> io::Result<()> {
+    pub(crate) fn publish(root: &Path, tmp: &Path, names: &[String]) -> io::Result<()> {
+        let path = |name: &str| root.join(Folder::New.name()).join(name);
         let result = match names {
-            [one] => fs::rename(tmp, self.path(Folder::New, one)),
+            [one] => fs::rename(tmp, path(one)),
             many => {
                 let mut done = Vec::new();
                 let mut result = Ok(());
                 for name in many {
-                    let target = self.path(Folder::New, name);
+                    let target = path(name);
                     match fs::hard_link(tmp, &target) {
                         Ok(()) => done.push(target),
                         Err(e) => {

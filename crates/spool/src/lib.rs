@@ -275,6 +275,7 @@ struct Inner {
     index: Mutex<Index>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     health: Arc<Health>,
+    fsync: bool,
     /// Woken when something new becomes due (enqueue, re-queue, release).
     wake: Notify,
     _lock: File,
@@ -313,6 +314,7 @@ impl Spool {
                 index: Mutex::new(index),
                 jobs: Mutex::new(Some(tx)),
                 health,
+                fsync: options.fsync,
                 wake: Notify::new(),
                 _lock: lock_file,
             }),
@@ -349,29 +351,43 @@ impl Spool {
             source,
         };
         let tmp = root.join("tmp").join(id.to_string());
-        let write_tmp = tmp.clone();
-        let written = tokio::task::spawn_blocking(move || -> io::Result<File> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&write_tmp)?;
-            if let Err(e) = file.write_all(&content) {
-                let _ = fs::remove_file(&write_tmp);
-                return Err(e);
-            }
-            Ok(file)
-        })
+        let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let fsync = self.inner.fsync;
+        let (write_tmp, write_root, write_names) = (tmp.clone(), root.clone(), names.clone());
+        let written = tokio::task::spawn_blocking(
+            move || -> Result<Option<File>, (&'static str, io::Error)> {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&write_tmp)
+                    .map_err(|e| ("write", e))?;
+                if let Err(e) = file.write_all(&content) {
+                    let _ = fs::remove_file(&write_tmp);
+                    return Err(("write", e));
+                }
+                if fsync {
+                    return Ok(Some(file));
+                }
+                // Without fsync there is nothing to group: publish right here, in parallel.
+                Committer::publish(&write_root, &write_tmp, &write_names)
+                    .map_err(|e| ("rename", e))?;
+                Ok(None)
+            },
+        )
         .await
         .map_err(|e| fail("write", io::Error::other(e)))?;
-        let file = written.map_err(|e| {
-            let reason = format!("write failed in {}: {e}", self.inner.root.display());
-            self.inner.health.set_unhealthy(reason);
-            fail("write", e)
-        })?;
-        let names = keys.iter().map(|k| k.to_string()).collect();
-        self.submit(Op::Enqueue { file, tmp, names })
-            .await
-            .map_err(|f| fail(f.step, f.error))?;
+        match written {
+            Err((step, e)) => {
+                let reason = format!("{step} failed in {}: {e}", self.inner.root.display());
+                self.inner.health.set_unhealthy(reason);
+                return Err(fail(step, e));
+            }
+            Ok(Some(file)) => self
+                .submit(Op::Enqueue { file, tmp, names })
+                .await
+                .map_err(|f| fail(f.step, f.error))?,
+            Ok(None) => self.inner.health.set_healthy(),
+        }
         {
             let mut index = lock(&self.inner.index);
             for key in &keys {
@@ -392,6 +408,19 @@ impl Spool {
     }
 
     async fn submit(&self, op: Op) -> Result<(), commit::Failure> {
+        if let (false, Op::Move { from, to }) = (self.inner.fsync, &op) {
+            // Nothing to group without fsync: one rename, off the async workers.
+            let from = self.inner.root.join(from.0.name()).join(&from.1);
+            let to = self.inner.root.join(to.0.name()).join(&to.1);
+            let renamed = tokio::task::spawn_blocking(move || fs::rename(from, to))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            return renamed.map_err(|error| commit::Failure {
+                error,
+                step: "rename",
+                renamed: false,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let sent = match lock(&self.inner.jobs).as_ref() {
             Some(jobs) => jobs.send(Job { op, reply }).is_ok(),
