@@ -1,1 +1,286 @@
-//! telemetry
+//! What operators see of a daemon: logs (stderr or syslog), Prometheus metrics and the admin
+//! listener that serves `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Metric names live in [`names`], once, so the daemons and the tests that scrape them cannot
+//! drift apart. Readiness is a cheap closure over in-memory state: no I/O in a probe.
+
+pub mod names;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// A response from the admin listener.
+pub type AdminResponse = Response<Full<Bytes>>;
+
+/// A daemon's own admin endpoints beyond the standard three: gets method, path and body,
+/// answers `None` for "not mine" (404).
+pub type Extra = Arc<
+    dyn Fn(Method, String, Bytes) -> Pin<Box<dyn Future<Output = Option<AdminResponse>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open syslog (another logger is already open)")]
+    Syslog,
+    #[error("a logger is already installed")]
+    AlreadySet,
+}
+
+/// Starts logging per the `log:` section: to syslog with the given facility, or to stderr.
+/// `ident` is the program name syslog shows.
+pub fn init_logging(log: &config::Log, ident: &'static std::ffi::CStr) -> Result<(), LogError> {
+    let level = match log.level {
+        config::LogLevel::Error => tracing::Level::ERROR,
+        config::LogLevel::Warn => tracing::Level::WARN,
+        config::LogLevel::Info => tracing::Level::INFO,
+        config::LogLevel::Debug => tracing::Level::DEBUG,
+        config::LogLevel::Trace => tracing::Level::TRACE,
+    };
+    if log.syslog {
+        let facility = facility(log.facility);
+        let writer = syslog_tracing::Syslog::new(ident, syslog_tracing::Options::LOG_PID, facility)
+            .ok_or(LogError::Syslog)?;
+        // syslog stamps time and host itself.
+        install(writer, level, false)
+    } else {
+        install(std::io::stderr, level, true)
+    }
+}
+
+fn install<W>(writer: W, level: tracing::Level, stamp: bool) -> Result<(), LogError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
+    let result = if stamp {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
+    result.map_err(|_| LogError::AlreadySet)
+}
+
+fn facility(f: config::Facility) -> syslog_tracing::Facility {
+    use config::Facility as C;
+    use syslog_tracing::Facility as S;
+    match f {
+        C::Daemon => S::Daemon,
+        C::User => S::User,
+        C::Local0 => S::Local0,
+        C::Local1 => S::Local1,
+        C::Local2 => S::Local2,
+        C::Local3 => S::Local3,
+        C::Local4 => S::Local4,
+        C::Local5 => S::Local5,
+        C::Local6 => S::Local6,
+        C::Local7 => S::Local7,
+    }
+}
+
+/// A registry with the process metrics (`process_*`: CPU, memory, file descriptors) in it.
+pub fn registry() -> Registry {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        // Registration only fails on a duplicate, impossible in a fresh registry.
+        let _ = registry.register(Box::new(process));
+    }
+    registry
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Encoding into a Vec fails only on inconsistent metric families, which we never build.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    out
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`, and the daemon's [`Extra`] routes.
+#[derive(Clone)]
+pub struct Admin {
+    pub registry: Registry,
+    /// `None` when ready, otherwise why not (logged by the daemon; never shown to callers).
+    pub readiness: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    /// Called before each scrape to bring gauges up to date.
+    pub refresh: Arc<dyn Fn() + Send + Sync>,
+    pub extra: Option<Extra>,
+}
+
+impl Admin {
+    /// Serves until `shutdown` resolves. Connections are handled one task each.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let admin = Arc::new(self);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => return,
+            };
+            let Ok((stream, _)) = accepted else {
+                // Out of file descriptors or similar: pause instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> AdminResponse {
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => {
+                (self.refresh)();
+                let mut resp = text(StatusCode::OK, render(&self.registry));
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                resp
+            }
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => match (self.readiness)() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            },
+            _ => {
+                let Some(extra) = &self.extra else {
+                    return text(StatusCode::NOT_FOUND, "not found\n");
+                };
+                use http_body_util::BodyExt;
+                let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                    .collect()
+                    .await
+                {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+                };
+                match extra(method, path, body).await {
+                    Some(resp) => resp,
+                    None => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
+        }
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let registry = registry();
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(names::WHIMP_REQUESTS_TOTAL, "requests"),
+            &["route", "code"],
+        )
+        .unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        counter.with_label_values(&["paypal", "200"]).inc();
+        let ready = Arc::new(AtomicBool::new(true));
+        let flag = ready.clone();
+        let admin = Admin {
+            registry,
+            readiness: Arc::new(move || {
+                (!flag.load(Ordering::SeqCst)).then(|| "disk full".to_owned())
+            }),
+            refresh: Arc::new(|| {}),
+            extra: Some(Arc::new(|method, path, _body| {
+                Box::pin(async move {
+                    (method == Method::POST && path == "/spool/x")
+                        .then(|| text(StatusCode::ACCEPTED, "queued\n"))
+                })
+            })),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(admin.serve(listener, async {
+            let _ = stopped.await;
+        }));
+
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains("whimp_requests_total{code=\"200\",route=\"paypal\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("process_resident_memory_bytes"),
+            "{metrics}"
+        );
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        ready.store(false, Ordering::SeqCst);
+        let not_ready = get(addr, "/readyz").await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(
+            !not_ready.contains("disk full"),
+            "no internals in the answer"
+        );
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /spool/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+}

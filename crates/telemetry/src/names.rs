@@ -1,0 +1,46 @@
+//! Every metric name and label the daemons export, in one place (DESIGN "Shared surface").
+//! Label values come from closed sets: route and backend names from config, outcomes from the
+//! constants below; never URLs, paths or error strings.
+
+/// Requests received by whimp, `{route, code}`; unknown paths count under [`UNKNOWN_ROUTE`].
+pub const WHIMP_REQUESTS_TOTAL: &str = "whimp_requests_total";
+/// Forward attempts, `{backend, outcome}`; backend is `<route>/<n>`.
+pub const WHIMP_FORWARD_ATTEMPTS_TOTAL: &str = "whimp_forward_attempts_total";
+/// Forward attempt durations.
+pub const WHIMP_FORWARD_DURATION_SECONDS: &str = "whimp_forward_duration_seconds";
+/// Messages in whimp's spool, `{state}`.
+pub const WHIMP_SPOOL_MESSAGES: &str = "whimp_spool_messages";
+/// Messages whimp gave up on.
+pub const WHIMP_DEAD_LETTERS_TOTAL: &str = "whimp_dead_letters_total";
+
+/// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
+pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
+/// Pre-flight refusals, `{rule}` (netguard's closed rule names).
+pub const WHOMP_PREFLIGHT_REJECTIONS_TOTAL: &str = "whomp_preflight_rejections_total";
+/// Delivery attempts, `{outcome}`.
+pub const WHOMP_DELIVERY_ATTEMPTS_TOTAL: &str = "whomp_delivery_attempts_total";
+/// Delivery attempt durations.
+pub const WHOMP_DELIVERY_DURATION_SECONDS: &str = "whomp_delivery_duration_seconds";
+/// Messages in whomp's spool, `{state}`.
+pub const WHOMP_SPOOL_MESSAGES: &str = "whomp_spool_messages";
+/// Messages whomp gave up on.
+pub const WHOMP_DEAD_LETTERS_TOTAL: &str = "whomp_dead_letters_total";
+
+/// The `route` label of requests to paths no route has.
+pub const UNKNOWN_ROUTE: &str = "unknown";
+
+/// `outcome` of an attempt: a 2xx came back.
+pub const OUTCOME_DELIVERED: &str = "delivered";
+/// `outcome` of an attempt: another status came back, to be retried.
+pub const OUTCOME_RETRY: &str = "retry";
+/// `outcome` of an attempt: no response (connect error, reset, timeout).
+pub const OUTCOME_ERROR: &str = "error";
+/// `outcome` of an attempt that ended in giving up.
+pub const OUTCOME_DEAD: &str = "dead";
+/// `outcome` of an attempt refused by pre-flight before connecting (whomp).
+pub const OUTCOME_REJECTED: &str = "rejected";
+
+/// `state` label values of `*_spool_messages`.
+pub const STATE_QUEUED: &str = "queued";
+pub const STATE_RETRYING: &str = "retrying";
+pub const STATE_IN_FLIGHT: &str = "in_flight";
