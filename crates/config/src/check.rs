@@ -1,0 +1,170 @@
+//! The parse-then-validate driver shared by both daemons: strict serde parsing of the raw
+//! structs, then a [`Checker`] that turns them into the typed config while collecting every
+//! problem with its location, so that an operator fixes a file in one round.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{ConfigError, Location, Problem};
+use crate::locate::{locate, Ptr};
+use crate::value::DurationValue;
+
+/// Reads `path` and hands the text to `parse`; reading is all it adds.
+pub(crate) fn load<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, &Path) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(err) => Err(ConfigError::new(
+            path,
+            vec![Problem {
+                location: None,
+                message: format!("cannot read: {err}"),
+            }],
+        )),
+    }
+}
+
+/// Parses `text` into the raw structs `R`, then lets `build` turn them into the typed config.
+pub(crate) fn parse<R: DeserializeOwned, T>(
+    text: &str,
+    path: &Path,
+    build: impl FnOnce(R, &mut Checker<'_>) -> T,
+) -> Result<T, ConfigError> {
+    let raw: R = serde_yaml_ng::from_str(text)
+        .map_err(|err| ConfigError::new(path, vec![syntax_problem(text, &err)]))?;
+    let mut checker = Checker {
+        text,
+        dir: config_dir(path),
+        problems: Vec::new(),
+    };
+    let config = build(raw, &mut checker);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::new(path, checker.problems))
+    }
+}
+
+/// Collects problems while the typed config is built, and knows where the file is.
+pub(crate) struct Checker<'a> {
+    text: &'a str,
+    dir: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    /// Records a problem at the node `at` (or the nearest enclosing node written in the file).
+    pub(crate) fn problem(&mut self, at: &Ptr, message: impl fmt::Display) {
+        let location = self.location(at);
+        self.problems.push(Problem {
+            location,
+            message: message.to_string(),
+        });
+    }
+
+    /// Where `at` is written, to mention another place in a message.
+    pub(crate) fn location(&self, at: &Ptr) -> Option<Location> {
+        locate(self.text, at)
+    }
+
+    /// `path` as written in the config, made relative to the config file's directory.
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
+        self.dir.join(path)
+    }
+
+    /// Resolves a file the daemon will read (certificate, key, CA bundle) and reports it now if it
+    /// cannot be read, rather than at the first connection.
+    pub(crate) fn readable_file(&mut self, at: &Ptr, what: &str, path: &Path) -> PathBuf {
+        let resolved = self.resolve(path);
+        match std::fs::metadata(&resolved) {
+            Ok(meta) if meta.is_dir() => self.problem(
+                at,
+                format_args!("{what} {} is a directory, not a file", resolved.display()),
+            ),
+            Ok(_) => {}
+            Err(err) => self.problem(
+                at,
+                format_args!("{what} {} cannot be read: {err}", resolved.display()),
+            ),
+        }
+        resolved
+    }
+
+    /// A duration that must not be zero (timeouts, intervals).
+    pub(crate) fn nonzero_duration(
+        &mut self,
+        at: &Ptr,
+        name: &str,
+        value: Option<DurationValue>,
+        default: Duration,
+    ) -> Duration {
+        let value = value.map_or(default, |v| v.0);
+        if value.is_zero() {
+            self.problem(at, format_args!("{name} must be greater than zero"));
+        }
+        value
+    }
+
+    /// A count or size that must be at least 1 (concurrency, limits).
+    pub(crate) fn at_least_one<N: Copy + PartialEq + From<u8>>(
+        &mut self,
+        at: &Ptr,
+        name: &str,
+        value: Option<N>,
+        default: N,
+    ) -> N {
+        let value = value.unwrap_or(default);
+        if value == N::from(0) {
+            self.problem(at, format_args!("{name} must be at least 1"));
+        }
+        value
+    }
+}
+
+/// The directory relative paths are resolved against, absolute so that it does not depend on the
+/// daemon's working directory later.
+fn config_dir(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+}
+
+/// Turns a serde_yaml_ng error into a problem: its location, and its message without the
+/// `path: ` prefix and ` at line L column C` suffix that the location replaces.
+fn syntax_problem(text: &str, err: &serde_yaml_ng::Error) -> Problem {
+    let mut message = err.to_string();
+    let mut location = err.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+    });
+    if let Some(Location { line, column }) = location {
+        let suffix = format!(" at line {line} column {column}");
+        if let Some(start) = message.find(&suffix) {
+            message.replace_range(start..start + suffix.len(), "");
+        }
+    }
+    let mut serde_path = ".".to_owned();
+    if let Some((head, rest)) = message.split_once(": ") {
+        if !head.is_empty() && !head.contains(char::is_whitespace) {
+            (serde_path, message) = (head.to_owned(), rest.to_owned());
+        }
+    }
+    // A repeated struct field is reported at its mapping; point at the repeat instead.
+    if let Some(field) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        let ptr = Ptr::from_serde_path(&serde_path)
+            .key(field)
+            .at_key_occurrence(1);
+        location = locate(text, &ptr).or(location);
+    }
+    Problem { location, message }
+}

@@ -1,0 +1,377 @@
+//! The sections both daemons share (listeners, admin, spool, log, retry), in their typed form and
+//! their raw form, and how one becomes the other.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::check::Checker;
+use crate::locate::Ptr;
+use crate::value::{format_duration, AddrValue, DurationValue};
+
+/// A socket the daemon accepts requests on, plain HTTP or TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: Option<Tls>,
+}
+
+/// A PEM certificate chain and its private key, both checked to be readable at load time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`); default `127.0.0.1:9101` for whimp and
+/// `127.0.0.1:9102` for whomp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub addr: SocketAddr,
+}
+
+/// The maildir spool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spool {
+    /// Resolved against the config file's directory; default `/var/spool/whimp` or
+    /// `/var/spool/whomp`.
+    pub dir: PathBuf,
+    /// Whether accepting a message waits for it to be on disk; default true.
+    pub fsync: bool,
+    /// How long `done/` messages are kept; default 7 days.
+    pub retention: Duration,
+}
+
+/// Where logs go and how much of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: LogLevel,
+    pub syslog: bool,
+    pub facility: Facility,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: LogLevel::Info,
+            syslog: false,
+            facility: Facility::Daemon,
+        }
+    }
+}
+
+/// The most detailed log level written; default `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as written in the config, which is also what `tracing` filters accept.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The syslog facility; default `daemon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Daemon,
+    User,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+/// The delivery retry policy, checked: `initial` and `max_interval` are non-zero and in order,
+/// `max_attempts` is at least 1, `give_up_on` holds only failure statuses (300..=599).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub max_age: Duration,
+    /// `None`: no limit but `max_age`.
+    pub max_attempts: Option<u32>,
+    /// Statuses that dead-letter at once; default `[410]`.
+    pub give_up_on: Vec<u16>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial: Duration::from_secs(1),
+            max_interval: Duration::from_secs(3600),
+            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: None,
+            give_up_on: vec![410],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a listener mapping with `addr`")]
+pub(crate) struct RawListener {
+    addr: AddrValue,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a `tls` mapping with `cert` and `key`"
+)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an `admin` mapping")]
+pub(crate) struct RawAdmin {
+    pub(crate) addr: Option<AddrValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a `spool` mapping")]
+pub(crate) struct RawSpool {
+    dir: Option<PathBuf>,
+    fsync: Option<bool>,
+    retention: Option<DurationValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a `log` mapping")]
+pub(crate) struct RawLog {
+    level: Option<LogLevel>,
+    syslog: Option<bool>,
+    facility: Option<Facility>,
+}
+
+/// Both the global `retry` and a route's partial override: every field optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `retry` mapping")]
+pub(crate) struct RawRetry {
+    initial: Option<DurationValue>,
+    max_interval: Option<DurationValue>,
+    max_age: Option<DurationValue>,
+    max_attempts: Option<u32>,
+    give_up_on: Option<Vec<u16>>,
+}
+
+/// Builds the listeners; `listen` left out means the one default address.
+pub(crate) fn listeners(
+    ck: &mut Checker<'_>,
+    raw: Option<Vec<RawListener>>,
+    default: SocketAddr,
+) -> Vec<Listener> {
+    let at = Ptr::root().key("listen");
+    let Some(raw) = raw else {
+        return vec![Listener {
+            addr: default,
+            tls: None,
+        }];
+    };
+    if raw.is_empty() {
+        ck.problem(&at, "listen is empty: at least one listener is required");
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let tls_at = at.index(i).key("tls");
+            Listener {
+                addr: listener.addr.0,
+                tls: listener.tls.map(|tls| Tls {
+                    cert: ck.readable_file(&tls_at.key("cert"), "tls cert", &tls.cert),
+                    key: ck.readable_file(&tls_at.key("key"), "tls key", &tls.key),
+                }),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn admin(raw: Option<RawAdmin>, default: SocketAddr) -> Admin {
+    Admin {
+        addr: raw
+            .and_then(|admin| admin.addr)
+            .map_or(default, |addr| addr.0),
+    }
+}
+
+pub(crate) fn spool(ck: &Checker<'_>, raw: Option<RawSpool>, default_dir: &str) -> Spool {
+    let raw = raw.unwrap_or(RawSpool {
+        dir: None,
+        fsync: None,
+        retention: None,
+    });
+    Spool {
+        dir: ck.resolve(&raw.dir.unwrap_or_else(|| PathBuf::from(default_dir))),
+        fsync: raw.fsync.unwrap_or(true),
+        retention: raw
+            .retention
+            .map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
+    }
+}
+
+pub(crate) fn log(raw: Option<RawLog>) -> Log {
+    let default = Log::default();
+    let Some(raw) = raw else { return default };
+    Log {
+        level: raw.level.unwrap_or(default.level),
+        syslog: raw.syslog.unwrap_or(default.syslog),
+        facility: raw.facility.unwrap_or(default.facility),
+    }
+}
+
+/// Builds the global retry policy from `retry`.
+pub(crate) fn retry(ck: &mut Checker<'_>, raw: Option<RawRetry>) -> Retry {
+    let raw = raw.unwrap_or_default();
+    let merged = merge_retry(&Retry::default(), &raw);
+    check_retry(ck, &Ptr::root().key("retry"), &raw, &merged);
+    merged
+}
+
+/// Builds a route's policy: its override at `at` merged over the global one. Problems that only
+/// involve global values were reported with the global section, so they are not repeated here.
+pub(crate) fn retry_override(
+    ck: &mut Checker<'_>,
+    at: &Ptr,
+    global: &Retry,
+    raw: Option<RawRetry>,
+) -> Retry {
+    let Some(raw) = raw else {
+        return global.clone();
+    };
+    let merged = merge_retry(global, &raw);
+    check_retry(ck, at, &raw, &merged);
+    merged
+}
+
+fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
+    Retry {
+        initial: raw.initial.map_or(base.initial, |d| d.0),
+        max_interval: raw.max_interval.map_or(base.max_interval, |d| d.0),
+        max_age: raw.max_age.map_or(base.max_age, |d| d.0),
+        max_attempts: raw.max_attempts.or(base.max_attempts),
+        give_up_on: raw
+            .give_up_on
+            .clone()
+            .unwrap_or_else(|| base.give_up_on.clone()),
+    }
+}
+
+/// Checks `merged`, reporting only problems that involve a field written in `raw` (at `at`).
+fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
+    for (name, written, value) in [
+        ("initial", raw.initial.is_some(), merged.initial),
+        (
+            "max_interval",
+            raw.max_interval.is_some(),
+            merged.max_interval,
+        ),
+        ("max_age", raw.max_age.is_some(), merged.max_age),
+    ] {
+        if written && value.is_zero() {
+            ck.problem(
+                &at.key(name),
+                format_args!("{name} must be greater than zero"),
+            );
+        }
+    }
+    if merged.initial > merged.max_interval && (raw.initial.is_some() || raw.max_interval.is_some())
+    {
+        let name = if raw.initial.is_some() {
+            "initial"
+        } else {
+            "max_interval"
+        };
+        ck.problem(
+            &at.key(name),
+            format_args!(
+                "retry initial {} is greater than max_interval {}",
+                format_duration(merged.initial),
+                format_duration(merged.max_interval)
+            ),
+        );
+    }
+    if raw.max_attempts == Some(0) {
+        ck.problem(
+            &at.key("max_attempts"),
+            "max_attempts must be at least 1 (leave it out for no limit)",
+        );
+    }
+    for (i, status) in raw.give_up_on.iter().flatten().enumerate() {
+        if !(300..=599).contains(status) {
+            ck.problem(
+                &at.key("give_up_on").index(i),
+                format_args!("give_up_on status {status} is not a failure status (300..=599)"),
+            );
+        }
+    }
+}
+
+/// Refuses two sockets on one address, which could never both be bound. Port 0 (any free port,
+/// as tests use) is exempt. `*_written` say whether the addresses come from the file or are
+/// defaults.
+pub(crate) fn check_distinct_addresses(
+    ck: &mut Checker<'_>,
+    listeners: &[Listener],
+    listen_written: bool,
+    admin: &Admin,
+    admin_written: bool,
+) {
+    let listen_at = Ptr::root().key("listen");
+    // Each socket: where it is written (if it is), its address, and what to call it otherwise.
+    // Defaults go first, so that a clash is reported at the address the operator wrote.
+    let mut sockets: Vec<(Option<Ptr>, SocketAddr, &str)> = Vec::new();
+    if !admin_written {
+        sockets.push((None, admin.addr, "the default admin address"));
+    }
+    for (i, listener) in listeners.iter().enumerate() {
+        let ptr = listen_written.then(|| listen_at.index(i).key("addr"));
+        sockets.push((ptr, listener.addr, "the default listener"));
+    }
+    if admin_written {
+        let ptr = Ptr::root().key("admin").key("addr");
+        sockets.push((Some(ptr), admin.addr, "the admin address"));
+    }
+    for (later, (ptr, addr, _)) in sockets.iter().enumerate() {
+        let Some(ptr) = ptr else { continue };
+        if addr.port() == 0 {
+            continue;
+        }
+        let first = sockets
+            .iter()
+            .take(later)
+            .find(|(_, other, _)| other == addr);
+        let Some((first_ptr, _, first_name)) = first else {
+            continue;
+        };
+        let first_is = match first_ptr.as_ref().and_then(|p| ck.location(p)) {
+            Some(location) => format!("at line {}", location.line),
+            None => format!("by {first_name}"),
+        };
+        ck.problem(
+            ptr,
+            format_args!("address {addr} is already used {first_is}"),
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The one error of loading a config: the file's name and every problem found in it, each with
+//! the line and column an operator should look at, shown as `file:line:column: what is wrong`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A position in the config file, both counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where to look; `None` when the problem is the file as a whole (it cannot be read, it holds
+    /// several documents).
+    pub location: Option<Location>,
+    /// What is wrong, lowercase, without a final period.
+    pub message: String,
+}
+
+/// A config that cannot be used. There is one decision for a caller to make, whatever the
+/// problems are: refuse to start (exit 64) or, on reload, keep running the old config; so this is
+/// a struct rather than an enum. `Display` gives one `file:line:column: what is wrong` line per
+/// problem, in file order.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", Rendered(.path, .problems))]
+pub struct ConfigError {
+    /// The config file as the caller named it.
+    pub path: PathBuf,
+    /// Every problem found; never empty. Syntax and type errors stop at the first, checks that
+    /// need the whole config are all reported.
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: &Path, mut problems: Vec<Problem>) -> Self {
+        problems.sort_by_key(|problem| (problem.location.is_none(), problem.location));
+        ConfigError {
+            path: path.to_owned(),
+            problems,
+        }
+    }
+}
+
+/// Formats the problems of a [`ConfigError`], one per line.
+struct Rendered<'a>(&'a PathBuf, &'a Vec<Problem>);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.1.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}:", self.0.display())?;
+            if let Some(Location { line, column }) = problem.location {
+                write!(f, "{line}:{column}:")?;
+            }
+            write!(f, " {}", problem.message)?;
+        }
+        Ok(())
+    }
+}

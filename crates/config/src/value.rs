@@ -1,0 +1,532 @@
+//! Leaf values whose `Deserialize` parses the text, so that serde_yaml_ng attaches the location of
+//! a bad duration, address, range, method or URL to its own error, and a secret wrapper that keeps
+//! tokens and keys out of `Debug` output.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor,
+};
+
+/// A secret (bearer token, signing key) whose `Debug` prints `***`, so that a config dumped into
+/// a log line never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret value.
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that must use it (comparing, signing).
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: AsRef<[u8]>> Secret<T> {
+    /// Compares `candidate` with the secret in time that depends only on their lengths, so that
+    /// a caller checking a bearer token does not leak how many leading bytes were right.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let secret = self.0.as_ref();
+        if secret.len() != candidate.len() {
+            return false;
+        }
+        secret
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// A duration written as a number and a unit: `"250ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DurationValue(pub(crate) Duration);
+
+/// A listening or admin address: an IP and a port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddrValue(pub(crate) SocketAddr);
+
+/// A DNS server: an IP, optionally with a port (53 when omitted).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DnsServerValue(pub(crate) SocketAddr);
+
+/// An address range; a bare address means just that address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CidrValue(pub(crate) IpNet);
+
+/// A single IP address in canonical notation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IpValue(pub(crate) IpAddr);
+
+/// An HTTP method token, case-sensitive as HTTP wants it.
+#[derive(Debug, Clone)]
+pub(crate) struct MethodValue(pub(crate) http::Method);
+
+/// A URL that at least parses as a URI; whether it is absolute http(s) is checked later, so that
+/// several such problems can be reported together.
+#[derive(Debug, Clone)]
+pub(crate) struct UriValue(pub(crate) http::Uri, pub(crate) String);
+
+/// A mapping with free-form keys (host names, key names) that refuses a repeated key instead of
+/// silently keeping the last one, and keeps the file's order.
+#[derive(Debug, Clone)]
+pub(crate) struct UniqueMap<V>(pub(crate) Vec<(String, V)>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        UniqueMap(Vec::new())
+    }
+}
+
+/// A list of bearer tokens, whose type errors never quote what was written (it may be a token).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenList(pub(crate) Vec<String>);
+
+/// Parses a duration; the error is the whole message shown to the operator.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    const GENERAL: &str = "expected a number and a unit (ms, s, m, h, d), e.g. \"30s\"";
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!("invalid duration {text:?}: {GENERAL}"));
+    }
+    let millis_per_unit: u64 = match unit {
+        "" => {
+            return Err(format!(
+                "invalid duration {text:?}: a unit is required (ms, s, m, h, d), e.g. \"{digits}s\""
+            ))
+        }
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("invalid duration {text:?}: {GENERAL}")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {text:?}: too large"))
+}
+
+/// Writes a duration the way the config spells it, in the largest unit that divides it exactly.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return format!("{duration:?}");
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if millis != 0 && millis % size == 0 {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = SocketAddr::from_str(text) {
+        return Ok(addr);
+    }
+    if let Ok(ip) = IpAddr::from_str(text) {
+        let example = SocketAddr::new(ip, 8080);
+        return Err(format!(
+            "invalid address {text:?}: missing port, e.g. \"{example}\""
+        ));
+    }
+    Err(format!(
+        "invalid address {text:?}: expected IP:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+    ))
+}
+
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = SocketAddr::from_str(text) {
+        return Ok(addr);
+    }
+    IpAddr::from_str(text)
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            format!(
+                "invalid DNS server {text:?}: expected an IP address, optionally with a port, \
+                 e.g. \"192.0.2.53\" or \"[2001:db8::53]:5353\""
+            )
+        })
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = IpAddr::from_str(text) {
+        return Ok(IpNet::from(ip));
+    }
+    let net = IpNet::from_str(text).map_err(|_| {
+        format!(
+            "invalid CIDR {text:?}: expected an address range such as \"10.0.0.0/8\" or \
+             \"2001:db8::/32\""
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "invalid CIDR {text:?}: host bits are set, did you mean \"{}\"?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    IpAddr::from_str(text).map_err(|_| {
+        format!("invalid IP address {text:?}: expected e.g. \"192.0.2.10\" or \"2001:db8::10\"")
+    })
+}
+
+fn parse_method(text: &str) -> Result<http::Method, String> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!(
+            "invalid method {text:?}: methods are case-sensitive, did you mean {:?}?",
+            text.to_ascii_uppercase()
+        ));
+    }
+    http::Method::from_bytes(text.as_bytes())
+        .map_err(|_| format!("invalid method {text:?}: expected a method name such as \"POST\""))
+}
+
+fn parse_uri(text: &str) -> Result<(http::Uri, String), String> {
+    http::Uri::from_str(text)
+        .map(|uri| (uri, text.to_owned()))
+        .map_err(|err| format!("invalid URL {text:?}: {err}"))
+}
+
+/// A visitor for a scalar that a function turns into a value or an operator-facing message.
+struct ParseVisitor<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for ParseVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.parse)(text).map_err(E::custom)
+    }
+}
+
+/// Implements `Deserialize` for a leaf newtype through a parse function.
+macro_rules! parsed_leaf {
+    ($name:ident, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer
+                    .deserialize_str(ParseVisitor {
+                        expecting: $expecting,
+                        parse: $parse,
+                    })
+                    .map($name)
+            }
+        }
+    };
+}
+
+parsed_leaf!(DurationValue, "a duration such as \"30s\"", parse_duration);
+parsed_leaf!(
+    AddrValue,
+    "an address such as \"127.0.0.1:8080\"",
+    parse_addr
+);
+parsed_leaf!(
+    DnsServerValue,
+    "an address such as \"192.0.2.53\"",
+    parse_dns_server
+);
+parsed_leaf!(
+    CidrValue,
+    "an address range such as \"10.0.0.0/8\"",
+    parse_cidr
+);
+parsed_leaf!(IpValue, "an IP address such as \"192.0.2.10\"", parse_ip);
+parsed_leaf!(MethodValue, "a method name such as \"POST\"", parse_method);
+
+impl<'de> Deserialize<'de> for UriValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(ParseVisitor {
+                expecting: "a URL such as \"http://10.0.3.7:8000/hooks\"",
+                parse: parse_uri,
+            })
+            .map(|(uri, text)| UriValue(uri, text))
+    }
+}
+
+/// Refuses every scalar without quoting it, for values that may be secrets (serde's own message
+/// would include the value).
+macro_rules! refuse_scalars_quietly {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::invalid_type(Unexpected::Other("boolean"), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(Unexpected::Other("integer"), &self))
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(Unexpected::Other("integer"), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(Unexpected::Other("number"), &self))
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::invalid_type(Unexpected::Other("string"), &self))
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for TokenList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = TokenList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of tokens")
+            }
+
+            refuse_scalars_quietly!();
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenList, A::Error> {
+                let mut tokens = Vec::new();
+                while let Some(token) = seq.next_element()? {
+                    tokens.push(token);
+                }
+                Ok(TokenList(tokens))
+            }
+        }
+
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = UniqueMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            refuse_scalars_quietly!();
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut keys: Vec<String> = Vec::new();
+                let mut values = Vec::new();
+                while let Some(key) = access.next_key_seed(NewKey(&keys))? {
+                    values.push(access.next_value()?);
+                    keys.push(key);
+                }
+                Ok(UniqueMap(keys.into_iter().zip(values).collect()))
+            }
+        }
+
+        /// Reads a key and refuses one already seen, so that the error points at the repeat.
+        struct NewKey<'a>(&'a [String]);
+
+        impl<'de> DeserializeSeed<'de> for NewKey<'_> {
+            type Value = String;
+
+            fn deserialize<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<String, D::Error> {
+                deserializer.deserialize_str(self)
+            }
+        }
+
+        impl Visitor<'_> for NewKey<'_> {
+            type Value = String;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+                if self.0.iter().any(|seen| seen == key) {
+                    Err(E::custom(format_args!("duplicate key `{key}`")))
+                } else {
+                    Ok(key.to_owned())
+                }
+            }
+        }
+
+        deserializer.deserialize_any(MapVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_duration(text: &str, expected: Result<Duration, &str>) {
+        assert_eq!(
+            parse_duration(text),
+            expected.map_err(str::to_owned),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_every_unit() {
+        check_duration("250ms", Ok(Duration::from_millis(250)));
+        check_duration("30s", Ok(Duration::from_secs(30)));
+        check_duration("5m", Ok(Duration::from_secs(300)));
+        check_duration("24h", Ok(Duration::from_secs(86_400)));
+        check_duration("7d", Ok(Duration::from_secs(7 * 86_400)));
+        check_duration("0s", Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_refuse_missing_or_unknown_units() {
+        check_duration(
+            "10",
+            Err("invalid duration \"10\": a unit is required (ms, s, m, h, d), e.g. \"10s\""),
+        );
+        let general = "expected a number and a unit (ms, s, m, h, d), e.g. \"30s\"";
+        for text in ["10 s", "", "s", "1.5s", "-1s", "10sec", "ten"] {
+            check_duration(text, Err(&format!("invalid duration {text:?}: {general}")));
+        }
+        check_duration(
+            "99999999999999999999d",
+            Err("invalid duration \"99999999999999999999d\": too large"),
+        );
+        check_duration(
+            "999999999999999999d",
+            Err("invalid duration \"999999999999999999d\": too large"),
+        );
+    }
+
+    #[test]
+    fn durations_format_in_their_largest_exact_unit() {
+        for (millis, text) in [
+            (250, "250ms"),
+            (1_000, "1s"),
+            (90_000, "90s"),
+            (3_600_000, "1h"),
+            (604_800_000, "7d"),
+            (0, "0ms"),
+        ] {
+            assert_eq!(format_duration(Duration::from_millis(millis)), text);
+        }
+    }
+
+    #[test]
+    fn addresses_say_what_is_missing() {
+        assert_eq!(
+            parse_addr("127.0.0.1"),
+            Err("invalid address \"127.0.0.1\": missing port, e.g. \"127.0.0.1:8080\"".to_owned())
+        );
+        assert_eq!(
+            parse_addr("localhost:80"),
+            Err(
+                "invalid address \"localhost:80\": expected IP:port, e.g. \"127.0.0.1:8080\" or \
+                 \"[::1]:8080\""
+                    .to_owned()
+            )
+        );
+        assert_eq!(parse_addr("[::1]:9").map(|a| a.port()), Ok(9));
+    }
+
+    #[test]
+    fn dns_servers_default_to_port_53() {
+        assert_eq!(
+            parse_dns_server("192.0.2.1"),
+            Ok("192.0.2.1:53".parse().unwrap())
+        );
+        assert_eq!(parse_dns_server("::1"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_dns_server("127.0.0.1:5353"),
+            Ok("127.0.0.1:5353".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn cidrs_accept_bare_addresses_and_refuse_host_bits() {
+        assert_eq!(parse_cidr("10.0.0.1"), Ok("10.0.0.1/32".parse().unwrap()));
+        assert_eq!(
+            parse_cidr("2001:db8::/32"),
+            Ok("2001:db8::/32".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("10.1.2.3/8"),
+            Err(
+                "invalid CIDR \"10.1.2.3/8\": host bits are set, did you mean \"10.0.0.0/8\"?"
+                    .to_owned()
+            )
+        );
+        assert!(parse_cidr("127.1/8").is_err());
+    }
+
+    #[test]
+    fn ips_refuse_non_canonical_spellings() {
+        for text in ["127.1", "0x7f.0.0.1", "2130706433"] {
+            assert!(parse_ip(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn methods_are_case_sensitive_tokens() {
+        assert_eq!(
+            parse_method("PURGE").map(|m| m.to_string()),
+            Ok("PURGE".to_owned())
+        );
+        assert_eq!(
+            parse_method("post"),
+            Err(
+                "invalid method \"post\": methods are case-sensitive, did you mean \"POST\"?"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            parse_method("PO ST"),
+            Err("invalid method \"PO ST\": expected a method name such as \"POST\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn secrets_hide_in_debug_and_compare_whole() {
+        let secret = Secret::new("hunter2".to_owned());
+        assert_eq!(format!("{secret:?}"), "\"***\"");
+        assert!(secret.matches(b"hunter2"));
+        assert!(!secret.matches(b"hunter3"));
+        assert!(!secret.matches(b"hunter"));
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

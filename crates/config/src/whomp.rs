@@ -1,0 +1,473 @@
+//! The whomp (webhook out) configuration: who may submit, which destinations pre-flight refuses,
+//! how names resolve, and the keys messages may be signed with.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::check::{self, Checker};
+use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
+use crate::error::ConfigError;
+use crate::locate::Ptr;
+use crate::value::{
+    CidrValue, DnsServerValue, DurationValue, IpValue, MethodValue, TokenList, UniqueMap,
+};
+use crate::{Admin, Listener, Log, Retry, Secret, Spool};
+
+/// The whole whomp configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Default: one plain listener on `127.0.0.1:8090`.
+    pub listen: Vec<Listener>,
+    pub auth: Auth,
+    pub admin: Admin,
+    pub spool: Spool,
+    pub log: Log,
+    pub limits: Limits,
+    pub retry: Retry,
+    pub delivery: Delivery,
+    pub preflight: Preflight,
+    pub dns: Dns,
+    pub signing: Signing,
+}
+
+/// Who may submit messages.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Auth {
+    /// Accepted bearer tokens; empty: no authentication. Each is non-empty visible ASCII.
+    pub tokens: Vec<Secret<String>>,
+}
+
+/// Limits on what submitters may make whomp hold and send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Larger submissions get `413`; default 10 MiB.
+    pub max_body_bytes: u64,
+    /// Attempts in flight at once to one destination host; default 8.
+    pub max_in_flight_per_host: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_in_flight_per_host: 8,
+        }
+    }
+}
+
+/// How messages are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Default 5s.
+    pub connect_timeout: Duration,
+    /// Time allowed for one whole attempt; default 30s.
+    pub timeout: Duration,
+    /// Default `whomp`; checked to be a valid header value.
+    pub user_agent: String,
+    /// Attempts in flight at once, over all hosts; default 64.
+    pub concurrency: usize,
+    /// Extra trusted roots (PEM), checked to be readable.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            user_agent: "whomp".to_owned(),
+            concurrency: 64,
+            ca_file: None,
+        }
+    }
+}
+
+/// The operator's rules for destinations, on top of the built-in special-purpose ranges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preflight {
+    /// Whether `http://` destinations are allowed (with port 80); default false.
+    pub allow_http: bool,
+    /// Allowed methods, upper case; default `[POST]`.
+    pub methods: Vec<String>,
+    /// Allowed ports; default `[443, 8443]`. Never 0.
+    pub ports: Vec<u16>,
+    /// Refused hosts, lower case, without a trailing dot: exact names or `*.suffix`.
+    pub reject_hosts: Vec<String>,
+    /// Refused ranges, added to the built-in ones.
+    pub reject_cidrs: Vec<IpNet>,
+    /// Exceptions to the built-in ranges.
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+impl Default for Preflight {
+    fn default() -> Self {
+        Preflight {
+            allow_http: false,
+            methods: vec!["POST".to_owned()],
+            ports: vec![443, 8443],
+            reject_hosts: Vec::new(),
+            reject_cidrs: Vec::new(),
+            allow_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// How destination names are resolved.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dns {
+    /// Name servers to ask; empty: the system resolver config. A bare IP means port 53.
+    pub servers: Vec<SocketAddr>,
+    /// Fixed answers by lower-case host name, each with at least one address.
+    pub r#static: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// Standard Webhooks signing keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signing {
+    /// The decoded secret of each `whsec_<base64>` key, by the name a submission uses in
+    /// `Whomp-Signing-Key`.
+    pub keys: BTreeMap<String, Secret<Vec<u8>>>,
+}
+
+/// Reads and parses a whomp config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    check::load(path, parse)
+}
+
+/// Parses a whomp config; `path` names the file in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    check::parse(text, path, build)
+}
+
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
+const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9102);
+const KEY_PREFIX: &str = "whsec_";
+
+/// Standard base64, with or without padding.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a whomp configuration mapping")]
+struct RawConfig {
+    listen: Option<Vec<RawListener>>,
+    auth: Option<RawAuth>,
+    admin: Option<RawAdmin>,
+    spool: Option<RawSpool>,
+    log: Option<RawLog>,
+    limits: Option<RawLimits>,
+    retry: Option<RawRetry>,
+    delivery: Option<RawDelivery>,
+    preflight: Option<RawPreflight>,
+    dns: Option<RawDns>,
+    signing: Option<RawSigning>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an `auth` mapping")]
+struct RawAuth {
+    tokens: Option<TokenList>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `limits` mapping")]
+struct RawLimits {
+    max_body_bytes: Option<u64>,
+    max_in_flight_per_host: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `delivery` mapping")]
+struct RawDelivery {
+    connect_timeout: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    user_agent: Option<String>,
+    concurrency: Option<usize>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `preflight` mapping")]
+struct RawPreflight {
+    allow_http: Option<bool>,
+    methods: Option<Vec<MethodValue>>,
+    ports: Option<Vec<u16>>,
+    reject_hosts: Option<Vec<String>>,
+    reject_cidrs: Option<Vec<CidrValue>>,
+    allow_cidrs: Option<Vec<CidrValue>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `dns` mapping")]
+struct RawDns {
+    servers: Option<Vec<DnsServerValue>>,
+    r#static: Option<UniqueMap<Vec<IpValue>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `signing` mapping")]
+struct RawSigning {
+    keys: Option<UniqueMap<String>>,
+}
+
+fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
+    let listen_written = raw.listen.is_some();
+    let admin_written = raw.admin.as_ref().is_some_and(|a| a.addr.is_some());
+    let listen = common::listeners(ck, raw.listen, DEFAULT_LISTEN);
+    let admin = common::admin(raw.admin, DEFAULT_ADMIN);
+    common::check_distinct_addresses(ck, &listen, listen_written, &admin, admin_written);
+    Config {
+        listen,
+        auth: auth(ck, raw.auth.unwrap_or_default()),
+        admin,
+        spool: common::spool(ck, raw.spool, "/var/spool/whomp"),
+        log: common::log(raw.log),
+        limits: limits(ck, raw.limits.unwrap_or_default()),
+        retry: common::retry(ck, raw.retry),
+        delivery: delivery(ck, raw.delivery.unwrap_or_default()),
+        preflight: preflight(ck, raw.preflight.unwrap_or_default()),
+        dns: dns(ck, raw.dns.unwrap_or_default()),
+        signing: signing(ck, raw.signing.unwrap_or_default()),
+    }
+}
+
+fn auth(ck: &mut Checker<'_>, raw: RawAuth) -> Auth {
+    let at = Ptr::root().key("auth").key("tokens");
+    let tokens = raw.tokens.unwrap_or_default().0;
+    for (i, token) in tokens.iter().enumerate() {
+        // The message never quotes the token: config errors end up in logs.
+        if !is_visible_ascii(token) {
+            ck.problem(
+                &at.index(i),
+                "token must be non-empty visible ASCII (no spaces), as an Authorization header \
+                 carries it",
+            );
+        }
+    }
+    Auth {
+        tokens: tokens.into_iter().map(Secret::new).collect(),
+    }
+}
+
+fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
+    let at = Ptr::root().key("limits");
+    let default = Limits::default();
+    Limits {
+        max_body_bytes: ck.at_least_one(
+            &at.key("max_body_bytes"),
+            "max_body_bytes",
+            raw.max_body_bytes,
+            default.max_body_bytes,
+        ),
+        max_in_flight_per_host: ck.at_least_one(
+            &at.key("max_in_flight_per_host"),
+            "max_in_flight_per_host",
+            raw.max_in_flight_per_host,
+            default.max_in_flight_per_host,
+        ),
+    }
+}
+
+fn delivery(ck: &mut Checker<'_>, raw: RawDelivery) -> Delivery {
+    let at = Ptr::root().key("delivery");
+    let default = Delivery::default();
+    let user_agent = raw.user_agent.unwrap_or(default.user_agent);
+    if user_agent.is_empty() || http::HeaderValue::from_str(&user_agent).is_err() {
+        ck.problem(
+            &at.key("user_agent"),
+            format_args!("user_agent {user_agent:?} is not a valid, non-empty header value"),
+        );
+    }
+    Delivery {
+        connect_timeout: ck.nonzero_duration(
+            &at.key("connect_timeout"),
+            "connect_timeout",
+            raw.connect_timeout,
+            default.connect_timeout,
+        ),
+        timeout: ck.nonzero_duration(&at.key("timeout"), "timeout", raw.timeout, default.timeout),
+        user_agent,
+        concurrency: ck.at_least_one(
+            &at.key("concurrency"),
+            "concurrency",
+            raw.concurrency,
+            default.concurrency,
+        ),
+        ca_file: raw
+            .ca_file
+            .map(|file| ck.readable_file(&at.key("ca_file"), "ca_file", &file)),
+    }
+}
+
+fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
+    let at = Ptr::root().key("preflight");
+    let default = Preflight::default();
+    let methods = match raw.methods {
+        Some(methods) => {
+            if methods.is_empty() {
+                ck.problem(
+                    &at.key("methods"),
+                    "methods is empty, so every message would be refused",
+                );
+            }
+            methods.into_iter().map(|m| m.0.to_string()).collect()
+        }
+        None => default.methods,
+    };
+    let ports = raw.ports.unwrap_or(default.ports);
+    if ports.is_empty() {
+        ck.problem(
+            &at.key("ports"),
+            "ports is empty, so every message would be refused",
+        );
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if *port == 0 {
+            ck.problem(
+                &at.key("ports").index(i),
+                "port 0 cannot be a destination port",
+            );
+        }
+    }
+    let reject_hosts = raw
+        .reject_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            let host = pattern.strip_prefix("*.").unwrap_or(&pattern);
+            match normalize_host(host) {
+                Some(host) if pattern.starts_with("*.") => format!("*.{host}"),
+                Some(host) => host,
+                None => {
+                    ck.problem(
+                        &at.key("reject_hosts").index(i),
+                        format_args!(
+                            "invalid host pattern {pattern:?}: expected a host name such as \
+                             \"metadata.google.internal\" or a suffix such as \"*.internal\""
+                        ),
+                    );
+                    pattern
+                }
+            }
+        })
+        .collect();
+    let nets = |raw: Option<Vec<CidrValue>>| {
+        raw.unwrap_or_default()
+            .into_iter()
+            .map(|n| n.0)
+            .collect::<Vec<_>>()
+    };
+    Preflight {
+        allow_http: raw.allow_http.unwrap_or(default.allow_http),
+        methods,
+        ports,
+        reject_hosts,
+        reject_cidrs: nets(raw.reject_cidrs),
+        allow_cidrs: nets(raw.allow_cidrs),
+    }
+}
+
+fn dns(ck: &mut Checker<'_>, raw: RawDns) -> Dns {
+    let at = Ptr::root().key("dns").key("static");
+    let mut fixed = BTreeMap::new();
+    for (name, addrs) in raw.r#static.unwrap_or_default().0 {
+        let entry = at.key(&name);
+        let host = match normalize_host(&name) {
+            Some(host) => host,
+            None => {
+                ck.problem(
+                    &entry.at_key(),
+                    format_args!("invalid host name {name:?}: expected e.g. \"hooks.example.com\""),
+                );
+                name.clone()
+            }
+        };
+        if addrs.is_empty() {
+            ck.problem(
+                &entry,
+                format_args!("static host {name:?} has no addresses"),
+            );
+        }
+        if fixed.contains_key(&host) {
+            ck.problem(
+                &entry.at_key(),
+                format_args!("host {name:?} is listed twice (names are not case-sensitive)"),
+            );
+        }
+        fixed.insert(host, addrs.into_iter().map(|ip| ip.0).collect());
+    }
+    Dns {
+        servers: raw
+            .servers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.0)
+            .collect(),
+        r#static: fixed,
+    }
+}
+
+fn signing(ck: &mut Checker<'_>, raw: RawSigning) -> Signing {
+    let at = Ptr::root().key("signing").key("keys");
+    let mut keys = BTreeMap::new();
+    for (name, value) in raw.keys.unwrap_or_default().0 {
+        let entry = at.key(&name);
+        if !is_visible_ascii(&name) {
+            ck.problem(
+                &entry.at_key(),
+                format_args!(
+                    "signing key name {name:?} must be non-empty visible ASCII (no spaces), as \
+                     the Whomp-Signing-Key header carries it"
+                ),
+            );
+        }
+        // The message never quotes the key: config errors end up in logs.
+        let secret = value
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|encoded| BASE64.decode(encoded).ok())
+            .filter(|secret| !secret.is_empty());
+        match secret {
+            Some(secret) => {
+                keys.insert(name, Secret::new(secret));
+            }
+            None => ck.problem(
+                &entry,
+                format_args!(
+                    "signing key {name:?} must be \"whsec_\" followed by base64, e.g. \
+                     \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""
+                ),
+            ),
+        }
+    }
+    Signing { keys }
+}
+
+/// Lower-cases a host name and drops a trailing dot; `None` if it is not a plausible name.
+fn normalize_host(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    plausible.then_some(name)
+}
+
+fn is_visible_ascii(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic())
+}
