@@ -1,0 +1,252 @@
+//! The delivery loop against a scripted courier: no network, real spool on disk.
+
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// A courier whose messages name their destination and the status it answers, e.g. `slow 200`.
+/// Destination `slow` blocks until the test opens the gate.
+struct Script {
+    policy: Arc<Policy>,
+    gate: watch::Receiver<bool>,
+    now: Mutex<HashMap<String, usize>>,
+    peak: Mutex<HashMap<String, usize>>,
+    sent: AtomicUsize,
+    observed: Mutex<Vec<(String, Finished)>>,
+}
+
+impl Courier for Script {
+    type Payload = (String, u16);
+
+    fn prepare(&self, _claim: &Claim, file: Vec<u8>) -> Result<Ready<(String, u16)>, Refused> {
+        let text = String::from_utf8(file).unwrap();
+        let (dest, status) = text.split_once(' ').unwrap();
+        if dest == "broken" {
+            return Err(Refused {
+                target: "x".into(),
+                error: "route gone".into(),
+                permanent: true,
+                policy: None,
+            });
+        }
+        Ok(Ready {
+            destination: dest.into(),
+            policy: self.policy.clone(),
+            payload: (dest.to_owned(), status.parse().unwrap()),
+        })
+    }
+
+    async fn send(&self, (dest, status): (String, u16)) -> Sent {
+        {
+            let mut now = self.now.lock().unwrap();
+            let n = now.entry(dest.clone()).or_default();
+            *n += 1;
+            let mut peak = self.peak.lock().unwrap();
+            let p = peak.entry(dest.clone()).or_default();
+            *p = (*p).max(*n);
+        }
+        if dest == "slow" {
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        *self.now.lock().unwrap().get_mut(&dest).unwrap() -= 1;
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Sent {
+            target: dest,
+            status: Some(status),
+            error: None,
+            retry_after: None,
+            excerpt: String::new(),
+        }
+    }
+
+    fn observe(&self, destination: &str, _attempt: &Attempt, outcome: &Finished) {
+        self.observed
+            .lock()
+            .unwrap()
+            .push((destination.to_owned(), outcome.clone()));
+    }
+}
+
+struct Check {
+    _dir: tempfile::TempDir,
+    spool: Spool,
+    script: Arc<Script>,
+    open_gate: watch::Sender<bool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    engine: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn check(max_attempts: Option<u32>) -> Check {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), spool::Options { fsync: false }).unwrap();
+    let (open_gate, gate) = watch::channel(false);
+    let policy = Policy::try_new(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+        Duration::from_secs(3600),
+        max_attempts,
+        vec![410],
+    )
+    .unwrap();
+    let script = Arc::new(Script {
+        policy: Arc::new(policy),
+        gate,
+        now: Mutex::default(),
+        peak: Mutex::default(),
+        sent: AtomicUsize::new(0),
+        observed: Mutex::default(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = Limits {
+        concurrency: 8,
+        per_destination: 2,
+        grace: Duration::from_secs(5),
+    };
+    let engine = tokio::spawn(run(spool.clone(), script.clone(), limits, async {
+        let _ = stopped.await;
+    }));
+    Check {
+        _dir: dir,
+        spool,
+        script,
+        open_gate,
+        stop: Some(stop),
+        engine: Some(engine),
+    }
+}
+
+impl Check {
+    async fn put(&self, text: &str) -> spool::Key {
+        self.spool
+            .enqueue(Spool::new_id(), 1, text.as_bytes().to_vec())
+            .await
+            .unwrap()[0]
+    }
+
+    async fn wait_until(&self, what: &str, done: impl Fn(&Check) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn state(&self, key: spool::Key) -> spool::State {
+        self.spool.status(key).unwrap().state
+    }
+
+    /// Stops the loop and waits for its drain; the spool directory lives on in the result.
+    async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        self.engine.take().unwrap().await.unwrap();
+        self._dir
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_does_not_hold_up_the_others() {
+    let c = check(None);
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(c.put("slow 200").await);
+    }
+    let mut fast = Vec::new();
+    for _ in 0..30 {
+        fast.push(c.put("fast 200").await);
+    }
+    c.wait_until("every fast message is delivered", |c| {
+        fast.iter().all(|k| c.state(*k) == spool::State::Delivered)
+    })
+    .await;
+    assert!(
+        slow.iter().all(|k| c.state(*k) != spool::State::Delivered),
+        "slow ones are still stuck"
+    );
+    assert_eq!(
+        c.script.peak.lock().unwrap().get("slow"),
+        Some(&2),
+        "per-destination limit"
+    );
+    assert!(
+        c.script
+            .peak
+            .lock()
+            .unwrap()
+            .get("fast")
+            .copied()
+            .unwrap_or(0)
+            <= 2
+    );
+
+    c.open_gate.send(true).unwrap();
+    c.wait_until("the slow ones arrive too", |c| {
+        slow.iter().all(|k| c.state(*k) == spool::State::Delivered)
+    })
+    .await;
+    assert_eq!(
+        c.script.sent.load(Ordering::SeqCst),
+        50,
+        "each message sent exactly once"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_then_die_and_410_dies_at_once() {
+    let c = check(Some(3));
+    let flaky = c.put("a 500").await;
+    let gone = c.put("b 410").await;
+    let broken = c.put("broken 200").await;
+    c.wait_until("all three are dead", |c| {
+        [flaky, gone, broken]
+            .iter()
+            .all(|k| c.state(*k) == spool::State::Dead)
+    })
+    .await;
+    assert_eq!(
+        c.spool.attempts(flaky).len(),
+        3,
+        "max_attempts attempts, then dead"
+    );
+    assert_eq!(c.spool.attempts(gone).len(), 1, "410 gives up at once");
+    let refused = c.spool.attempts(broken);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].error.as_deref(), Some("route gone"));
+    let observed = c.script.observed.lock().unwrap().clone();
+    let retries = observed
+        .iter()
+        .filter(|(d, f)| d == "a" && matches!(f, Finished::Retry { .. }))
+        .count();
+    assert_eq!(retries, 2);
+    assert!(observed.iter().any(|(d, f)| d == "b"
+        && *f
+            == Finished::Dead {
+                reason: "status 410 is listed in retry.give_up_on".into()
+            }));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_unfinished_work_queued() {
+    let c = check(None);
+    let stuck = c.put("slow 200").await;
+    c.wait_until("the attempt has started", |c| {
+        c.script.now.lock().unwrap().get("slow") == Some(&1)
+    })
+    .await;
+    let spool = c.spool.clone();
+    // Grace is 5 s; open the gate so the in-flight attempt can finish during the drain.
+    let gate = c.open_gate.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = gate.send(true);
+    });
+    let _dir = c.stop().await;
+    assert_eq!(
+        spool.status(stuck).unwrap().state,
+        spool::State::Delivered,
+        "in-flight work finishes in the grace period"
+    );
+}
