@@ -328,8 +328,7 @@ fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
     }
 }
 
-/// Refuses two sockets on one address, which could never both be bound. Port 0 (any free port,
-/// as tests use) is exempt. `*_written` say whether the addresses come from the file or are
+/// Refuses two sockets that could never both be bound. `*_written` say whether the addresses come from the file or are
 /// defaults.
 pub(crate) fn check_distinct_addresses(
     ck: &mut Checker<'_>,
@@ -355,23 +354,33 @@ pub(crate) fn check_distinct_addresses(
     }
     for (later, (ptr, addr, _)) in sockets.iter().enumerate() {
         let Some(ptr) = ptr else { continue };
-        if addr.port() == 0 {
-            continue;
-        }
         let first = sockets
             .iter()
             .take(later)
-            .find(|(_, other, _)| other == addr);
-        let Some((first_ptr, _, first_name)) = first else {
+            .find(|(_, other, _)| clash(*other, *addr));
+        let Some((first_ptr, first_addr, first_name)) = first else {
             continue;
         };
-        let first_is = match first_ptr.as_ref().and_then(|p| ck.location(p)) {
+        let place = match first_ptr.as_ref().and_then(|p| ck.location(p)) {
             Some(location) => format!("at line {}", location.line),
             None => format!("by {first_name}"),
         };
-        ck.problem(
-            ptr,
-            format_args!("address {addr} is already used {first_is}"),
-        );
+        if first_addr == addr {
+            ck.problem(ptr, format_args!("address {addr} is already used {place}"));
+        } else {
+            ck.problem(
+                ptr,
+                format_args!("address {addr} overlaps {first_addr}, used {place}"),
+            );
+        }
     }
+}
+
+/// Whether two sockets could not both be bound: same port (other than 0, any free port, as tests
+/// use) on the same IP, or on any IP when one of them is a wildcard (`0.0.0.0`, `[::]`, which on
+/// Linux also covers IPv4).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

@@ -742,6 +742,11 @@ fn two_sockets_on_one_address_are_refused() {
             "{FILE}:2:11: address 127.0.0.1:9102 is already used by the default admin address"
         ),
     );
+    check(
+        parse_whimp,
+        "listen:\n  - addr: 0.0.0.0:9000\n  - addr: 127.0.0.1:9000\n  - addr: 127.0.0.1:9001\n",
+        &format!("{FILE}:3:11: address 127.0.0.1:9000 overlaps 0.0.0.0:9000, used at line 2"),
+    );
     // Port 0 asks for any free port, so tests may use it everywhere.
     whimp_ok(
         "listen:\n  - addr: 127.0.0.1:0\n  - addr: 127.0.0.1:0\nadmin: { addr: 127.0.0.1:0 }\n",
