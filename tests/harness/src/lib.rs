@@ -1,0 +1,496 @@
+//! The end-to-end test harness: real daemon binaries, real receivers, real sockets on 127.0.0.1.
+//!
+//! - [`Daemon`] starts a binary with a config, reads its `listening <what> <url>` lines and the
+//!   final `ready`, fails fast if it dies, kills it on drop and shows its output when a test fails.
+//! - [`Receiver`] is a backend that records every request it gets and answers as scripted.
+//! - [`wait_for`] polls a condition under a deadline: tests wait for conditions, never for time.
+//! - [`TestCa`] issues certificates for TLS tests.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `done` every few milliseconds until it holds; panics naming `what` after [`DEADLINE`].
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running daemon binary.
+pub struct Daemon {
+    child: Option<Child>,
+    listeners: HashMap<String, SocketAddr>,
+    output: Arc<Mutex<String>>,
+    pub bin: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin --config config` and waits for its `ready` line.
+    pub fn start(bin: &Path, config: &Path) -> Daemon {
+        Daemon::start_with(bin, config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(bin);
+        command
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let output = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("[stdout] {line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Daemon {
+            child: Some(child),
+            listeners: HashMap::new(),
+            output,
+            bin: bin.to_path_buf(),
+            config: config.to_path_buf(),
+        };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => {
+                    let mut words = line.split_whitespace();
+                    if let (Some("listening"), Some(what), Some(url)) =
+                        (words.next(), words.next(), words.next())
+                    {
+                        let addr = url.split("://").nth(1).unwrap_or(url);
+                        daemon
+                            .listeners
+                            .insert(what.to_owned(), addr.parse().unwrap());
+                    }
+                }
+                Err(_) => {
+                    if let Some(status) = daemon.try_exit() {
+                        panic!(
+                            "{} exited with {status} before it was ready:\n{}",
+                            bin.display(),
+                            daemon.output()
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} not ready in time:\n{}",
+                        bin.display(),
+                        daemon.output()
+                    );
+                }
+            }
+        }
+        daemon
+    }
+
+    /// The address of listener `what` (e.g. `public`, `admin`, `submit`).
+    pub fn addr(&self, what: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(what)
+            .unwrap_or_else(|| panic!("no listener {what:?} in {:?}", self.listeners))
+    }
+
+    /// Everything the daemon wrote to stderr (and stdout, marked) so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Sends a signal (e.g. `SIGHUP`).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid()) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.try_exit() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop on SIGTERM:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = get(self.addr("admin"), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `whimp_requests_total{code="200",route="demo"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_in(&self.metrics(), sample)
+    }
+}
+
+/// A sample's value in a Prometheus text page, 0 if absent.
+pub fn metric_in(page: &str, sample: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- output of {}:\n{}-----",
+                self.bin.display(),
+                self.output()
+            );
+        }
+    }
+}
+
+/// Runs a command-line invocation of a daemon binary; returns (exit code, stdout, stderr).
+pub fn run_cli(bin: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ------------------------------------------------------------------ raw HTTP client
+
+/// Sends raw bytes to `addr` and reads the whole answer (the request should say
+/// `Connection: close`). Returns the status and the body.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `GET path` over HTTP/1.1.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// `POST path` with the given extra header lines (each ending in `\r\n`) and body.
+pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    raw(addr, &request)
+}
+
+// ------------------------------------------------------------------ receivers
+
+/// One request as a receiver got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a receiver answers: a status with extra headers, or hang until the client gives up.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status(u16, Vec<(String, String)>),
+    Hang,
+}
+
+type Script = Arc<Mutex<Box<dyn FnMut(&Received) -> Answer + Send>>>;
+
+/// A real HTTP/1.1 + h2c server on 127.0.0.1:0 that records what it gets.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Script,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Receiver {
+    /// A receiver answering 200 to everything.
+    pub fn start() -> Receiver {
+        Receiver::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A receiver on a given address (to bring one back on the port a config names).
+    pub fn start_on(addr: SocketAddr) -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("cannot bind receiver on {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let script: Script = Arc::new(Mutex::new(Box::new(|_: &Received| {
+            Answer::Status(200, vec![])
+        })));
+        let (g, s) = (got.clone(), script.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (g, s) = (g.clone(), s.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (g, s) = (g.clone(), s.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                let received = Received {
+                                    method: parts.method.to_string(),
+                                    target: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.to_string())
+                                        .unwrap_or_default(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(n, v)| {
+                                            (
+                                                n.to_string(),
+                                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                            )
+                                        })
+                                        .collect(),
+                                    body,
+                                    at: Instant::now(),
+                                };
+                                let answer = (s.lock().unwrap())(&received);
+                                g.lock().unwrap().push(received);
+                                match answer {
+                                    Answer::Hang => std::future::pending::<()>().await,
+                                    Answer::Status(..) => {}
+                                }
+                                let Answer::Status(code, headers) = answer else {
+                                    unreachable!()
+                                };
+                                let mut resp =
+                                    hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                                for (n, v) in headers {
+                                    resp.headers_mut().insert(
+                                        hyper::header::HeaderName::from_bytes(n.as_bytes())
+                                            .unwrap(),
+                                        hyper::header::HeaderValue::from_str(&v).unwrap(),
+                                    );
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            got,
+            script,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Sets how the receiver answers from now on.
+    pub fn answer(&self, script: impl FnMut(&Received) -> Answer + Send + 'static) {
+        *self.script.lock().unwrap() = Box::new(script);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the receiver and frees its port.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; for configs that must name a port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ------------------------------------------------------------------ TLS
+
+/// A throw-away certificate authority.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses): (cert PEM, key PEM).
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "whimp test");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
