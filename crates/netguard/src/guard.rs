@@ -6,7 +6,7 @@
 //! each delivery attempt, and connects only to the addresses that call returned: an attacker who
 //! changes the DNS answer between the check and the connection (DNS rebinding) gains nothing.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::target::{Host, Target};
 use crate::{Rejection, Resolver, Rule, Rules};
@@ -27,6 +27,16 @@ pub struct Verdict {
     pub target: Target,
     /// Every address checked; connect to these and nothing else.
     pub addrs: Vec<IpAddr>,
+}
+
+impl Verdict {
+    /// The checked addresses with the target's port: what to hand the HTTP client to connect to.
+    pub fn socket_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .map(|&ip| SocketAddr::new(ip, self.target.port))
+            .collect()
+    }
 }
 
 impl Guard {
@@ -132,6 +142,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(verdict.addrs, [ip("93.184.216.34")]);
+        assert_eq!(
+            verdict.socket_addrs(),
+            [SocketAddr::new(ip("93.184.216.34"), 8443)]
+        );
         guard.rules.ports = vec![443];
         let rejection = guard.resolve_checked(&verdict.target).await.unwrap_err();
         assert_eq!(rejection.message, "port 8443 is not allowed (allowed: 443)");

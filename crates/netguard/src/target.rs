@@ -432,8 +432,8 @@ fn parse_ipv4_number(part: &str) -> Option<u32> {
     let (digits, radix) =
         if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
             (hex, 16)
-        } else if part.len() > 1 && part.starts_with('0') {
-            (&part[1..], 8)
+        } else if let Some(octal) = part.strip_prefix('0').filter(|rest| !rest.is_empty()) {
+            (octal, 8)
         } else {
             (part, 10)
         };
