@@ -1,1 +1,293 @@
-//! whimp
+//! whimp, the webhook-in daemon: a public HTTP(S) listener that stores each request durably in
+//! its spool before answering, then forwards it to the backends of its route until each takes it.
+//!
+//! - [`ingress`]: the accept path (route, checks, store, answer);
+//! - [`forward`]: turning a stored request into a request to a backend;
+//! - [`routes`]: the route table, swapped whole on reload;
+//! - [`metrics`]: whimp's metric handles;
+//! - [`run`]: start-up, signals (SIGHUP reload, SIGTERM drain) and shutdown.
+
+pub mod forward;
+pub mod ingress;
+pub mod metrics;
+pub mod routes;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use server::listen::{ConnLimits, Endpoint};
+use server::tls::Certs;
+use server::Signal;
+use spool::Spool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::forward::Forwarder;
+use crate::ingress::Ingress;
+use crate::metrics::Metrics;
+use crate::routes::{Current, Table};
+
+/// How long in-flight requests and forward attempts may finish after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Why whimp could not start; each maps to an exit code in `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The spool is locked by another process (exit 69).
+    #[error(transparent)]
+    Locked(spool::OpenError),
+    /// The spool directory cannot be used (exit 74).
+    #[error(transparent)]
+    Spool(spool::OpenError),
+    /// A listener address cannot be bound (exit 69).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates, routes or the client could not be set up from the config (exit 64).
+    #[error("{0}")]
+    Config(String),
+    /// Signals or the runtime failed (exit 70).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A short name of what a stored whimp file is for (`spool list` target column): its route.
+pub fn describe(head: &[u8]) -> String {
+    match httpmsg::parse_head(head) {
+        Ok((head, _)) => head
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(ingress::meta::ROUTE))
+            .map(|(_, v)| format!("route {}", String::from_utf8_lossy(v)))
+            .unwrap_or_else(|| "?".into()),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Runs whimp with `config` (read from `config_path`, which SIGHUP re-reads) until SIGTERM.
+pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<(), StartError> {
+    let spool = Spool::open(
+        &config.spool.dir,
+        spool::Options {
+            fsync: config.spool.fsync,
+        },
+    )
+    .map_err(|e| match e {
+        spool::OpenError::Locked { .. } => StartError::Locked(e),
+        e => StartError::Spool(e),
+    })?;
+    let metrics = Metrics::new();
+    let table = Table::build(&config, &metrics).map_err(|e| StartError::Config(e.to_string()))?;
+    let routes = Arc::new(Current::new(table));
+    let fallback = Arc::new(
+        retry::Policy::try_new(
+            config.retry.initial,
+            config.retry.max_interval,
+            config.retry.max_age,
+            config.retry.max_attempts,
+            config.retry.give_up_on.clone(),
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    let client = client(&config).map_err(StartError::Config)?;
+
+    // Bind everything before announcing anything, so a half-started daemon never looks ready.
+    let mut endpoints = Vec::new();
+    let mut certs = Vec::new();
+    for listener in &config.listen {
+        let socket = bind(listener.addr).await?;
+        let tls = match &listener.tls {
+            Some(tls) => {
+                let c = Certs::load(&tls.cert, &tls.key)
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                certs.push(c.clone());
+                Some(c)
+            }
+            None => None,
+        };
+        endpoints.push(Endpoint {
+            listener: socket,
+            tls,
+        });
+    }
+    let admin_socket = bind(config.admin.addr).await?;
+    let mut signals = server::Signals::new()
+        .map_err(|e| StartError::Runtime(format!("cannot watch signals: {e}")))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let ingress = Arc::new(Ingress {
+        routes: routes.clone(),
+        spool: spool.clone(),
+        max_body_bytes: config.limits.max_body_bytes,
+        body_timeout: config.limits.body_timeout,
+    });
+    let limits = ConnLimits {
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+        grace: GRACE,
+    };
+    for endpoint in endpoints {
+        let addr = endpoint
+            .listener
+            .local_addr()
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        server::announce(
+            "public",
+            if endpoint.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            addr,
+        );
+        let ingress = ingress.clone();
+        tasks.spawn(server::listen::serve(
+            endpoint,
+            limits,
+            move |peer, req| {
+                let ingress = ingress.clone();
+                async move { ingress.handle(peer, req).await }
+            },
+            stop_rx.clone(),
+        ));
+    }
+
+    let admin_addr = admin_socket
+        .local_addr()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    server::announce("admin", "http", admin_addr);
+    let admin = telemetry::Admin {
+        registry: metrics.registry.clone(),
+        readiness: {
+            let spool = spool.clone();
+            Arc::new(move || spool.unhealthy_reason())
+        },
+        refresh: {
+            let (spool, metrics) = (spool.clone(), metrics.clone());
+            Arc::new(move || metrics.refresh(spool.counts()))
+        },
+        extra: Some(server::spool_admin(spool.clone())),
+    };
+    tasks.spawn(admin.serve(admin_socket, stopped(stop_rx.clone())));
+
+    let forwarder = Arc::new(Forwarder {
+        routes: routes.clone(),
+        client,
+        metrics: metrics.clone(),
+        fallback,
+    });
+    let delivery_limits = delivery::Limits {
+        concurrency: config.delivery.concurrency,
+        per_destination: config.delivery.max_in_flight_per_backend,
+        grace: GRACE,
+    };
+    tasks.spawn(delivery::run(
+        spool.clone(),
+        forwarder,
+        delivery_limits,
+        stopped(stop_rx.clone()),
+    ));
+    tasks.spawn(prune(
+        spool.clone(),
+        config.spool.retention,
+        stop_rx.clone(),
+    ));
+    println!("ready");
+    tracing::info!(
+        routes = config.routes.len(),
+        spool = %config.spool.dir.display(),
+        queued = spool.counts().queued + spool.counts().retrying,
+        "whimp started"
+    );
+
+    loop {
+        match signals.next().await {
+            Signal::Reload => reload(&config_path, &metrics, &routes, &certs),
+            Signal::Shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: no new requests; finishing what is in flight");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: re-read the config; swap routes and certificates if it is valid, else keep the old.
+fn reload(path: &Path, metrics: &Metrics, routes: &Current, certs: &[Arc<Certs>]) {
+    let config = match config::load_whimp(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!(
+                    problem = line,
+                    "new config refused; the old one keeps running"
+                );
+            }
+            return;
+        }
+    };
+    match Table::build(&config, metrics) {
+        Ok(table) => routes.set(table),
+        Err(e) => {
+            tracing::error!(problem = %e, "new config refused; the old one keeps running");
+            return;
+        }
+    }
+    for c in certs {
+        if let Err(e) = c.reload() {
+            tracing::error!(error = %e, "certificate reload failed; the old certificate stays in use");
+        }
+    }
+    tracing::info!(
+        routes = config.routes.len(),
+        "config reloaded (listeners, spool, limits and log settings take effect at the next start)"
+    );
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn client(config: &config::whimp::Config) -> Result<reqwest::Client, String> {
+    let tls = delivery::client_tls(config.delivery.ca_file.as_deref())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(config.delivery.max_in_flight_per_backend.max(1))
+        .user_agent(concat!("whimp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Deletes delivered messages past their retention, now and then.
+async fn prune(spool: Spool, retention: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.prune_done(retention)).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(removed = n, "pruned delivered messages past retention")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
+            _ => {}
+        }
+    }
+}

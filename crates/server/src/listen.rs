@@ -82,7 +82,7 @@ pub async fn serve<H, F>(
     loop {
         let permit = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = stopping(&mut shutdown) => break,
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
@@ -90,7 +90,7 @@ pub async fn serve<H, F>(
         };
         let (stream, remote) = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = stopping(&mut shutdown) => break,
             accepted = endpoint.listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -152,4 +152,9 @@ pub async fn serve<H, F>(
 async fn first_bytes(stream: &TcpStream, deadline: Duration) -> bool {
     let mut byte = [0u8; 1];
     matches!(tokio::time::timeout(deadline, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+}
+
+/// Resolves once shutdown is asked (or its sender is gone).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

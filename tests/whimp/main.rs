@@ -1,0 +1,1 @@
+//! whimp end-to-end tests.
