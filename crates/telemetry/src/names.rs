@@ -40,6 +40,21 @@ pub const OUTCOME_DEAD: &str = "dead";
 /// `outcome` of an attempt refused by pre-flight before connecting (whomp).
 pub const OUTCOME_REJECTED: &str = "rejected";
 
+/// `outcome` of a submission to whomp: stored, `202`.
+pub const SUBMISSION_ACCEPTED: &str = "accepted";
+/// `outcome` of a submission whose `Idempotency-Key` was seen before: the first id, `202`.
+pub const SUBMISSION_DUPLICATE: &str = "duplicate";
+/// `outcome` of a malformed submission, `400` (or `415` for an unknown content type).
+pub const SUBMISSION_INVALID: &str = "invalid";
+/// `outcome` of a submission refused by pre-flight, `422`.
+pub const SUBMISSION_REJECTED: &str = "rejected";
+/// `outcome` of a submission without a valid bearer token, `401`.
+pub const SUBMISSION_UNAUTHORIZED: &str = "unauthorized";
+/// `outcome` of a submission over `limits.max_body_bytes`, `413`.
+pub const SUBMISSION_TOO_LARGE: &str = "too_large";
+/// `outcome` of a submission the spool could not store, `503`.
+pub const SUBMISSION_UNAVAILABLE: &str = "unavailable";
+
 /// `state` label values of `*_spool_messages`.
 pub const STATE_QUEUED: &str = "queued";
 pub const STATE_RETRYING: &str = "retrying";
