@@ -161,6 +161,7 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         .local_addr()
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     server::announce("admin", "http", admin_addr);
+    server::note_admin_addr(spool.dir(), admin_addr);
     let admin = telemetry::Admin {
         registry: metrics.registry.clone(),
         readiness: {
@@ -205,11 +206,8 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         "whimp started"
     );
 
-    loop {
-        match signals.next().await {
-            Signal::Reload => reload(&config_path, &metrics, &routes, &certs),
-            Signal::Shutdown => break,
-        }
+    while signals.next().await == Signal::Reload {
+        reload(&config_path, &metrics, &routes, &certs);
     }
     tracing::info!("shutting down: no new requests; finishing what is in flight");
     let _ = stop_tx.send(true);

@@ -27,7 +27,7 @@ impl Metrics {
             ),
             &["route", "code"],
         )
-        .unwrap_or_else(|e| unreachable(e));
+        .unwrap_or_else(unreachable);
         let forward_attempts = IntCounterVec::new(
             Opts::new(
                 names::WHIMP_FORWARD_ATTEMPTS_TOTAL,
@@ -35,7 +35,7 @@ impl Metrics {
             ),
             &["backend", "outcome"],
         )
-        .unwrap_or_else(|e| unreachable(e));
+        .unwrap_or_else(unreachable);
         let forward_duration = Histogram::with_opts(
             HistogramOpts::new(
                 names::WHIMP_FORWARD_DURATION_SECONDS,
@@ -45,7 +45,7 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
         )
-        .unwrap_or_else(|e| unreachable(e));
+        .unwrap_or_else(unreachable);
         let spool_messages = IntGaugeVec::new(
             Opts::new(
                 names::WHIMP_SPOOL_MESSAGES,
@@ -53,12 +53,12 @@ impl Metrics {
             ),
             &["state"],
         )
-        .unwrap_or_else(|e| unreachable(e));
+        .unwrap_or_else(unreachable);
         let dead_letters = IntCounter::new(
             names::WHIMP_DEAD_LETTERS_TOTAL,
             "Messages given up on (moved to dead/).",
         )
-        .unwrap_or_else(|e| unreachable(e));
+        .unwrap_or_else(unreachable);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(forward_attempts.clone()),

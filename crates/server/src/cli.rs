@@ -258,14 +258,16 @@ fn change(
 ) -> std::io::Result<u8> {
     let result = match Spool::open(dir, spool::Options::default()) {
         Ok(spool) => apply(&spool)?,
-        Err(spool::OpenError::Locked { pid, .. }) => match admin_post(admin, admin_path) {
-            Ok((200, body)) => Ok(body.trim().to_owned()),
-            Ok((_, body)) => Err(body.trim().to_owned()),
-            Err(e) => {
-                eprintln!("error: the spool is held by pid {pid} and its admin listener {admin} did not answer: {e}");
-                return Ok(exit::UNAVAILABLE);
+        Err(spool::OpenError::Locked { pid, .. }) => {
+            match admin_post(running_admin(dir).unwrap_or(admin), admin_path) {
+                Ok((200, body)) => Ok(body.trim().to_owned()),
+                Ok((_, body)) => Err(body.trim().to_owned()),
+                Err(e) => {
+                    eprintln!("error: the spool is held by pid {pid} and its admin listener {admin} did not answer: {e}");
+                    return Ok(exit::UNAVAILABLE);
+                }
             }
-        },
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(exit::IO);
@@ -281,6 +283,18 @@ fn change(
             Ok(exit::FAILED)
         }
     }
+}
+
+/// The file in a spool directory where the running daemon notes its admin listener's address
+/// (the config may say port 0).
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+fn running_admin(dir: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(dir.join(ADMIN_ADDR_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

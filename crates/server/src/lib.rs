@@ -57,6 +57,13 @@ pub fn announce(what: &str, scheme: &str, addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// Notes the admin listener's bound address in the spool directory, for the `spool` CLI.
+pub fn note_admin_addr(spool_dir: &std::path::Path, addr: SocketAddr) {
+    if let Err(e) = std::fs::write(spool_dir.join(cli::ADMIN_ADDR_FILE), format!("{addr}\n")) {
+        tracing::warn!(error = %e, "cannot note the admin address in the spool; spool retry/purge need the daemon stopped");
+    }
+}
+
 /// Admin endpoints the `spool` CLI uses while the daemon holds the spool's lock:
 /// `POST /spool/retry/<id>` and `POST /spool/purge-dead`.
 pub fn spool_admin(spool: spool::Spool) -> telemetry::Extra {
