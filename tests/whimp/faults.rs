@@ -170,3 +170,28 @@ fn idle_and_slow_clients_are_cut_off_and_do_not_block_others() {
     }
     assert_eq!(whimp.pending(), 0);
 }
+
+#[test]
+fn a_body_that_never_completes_gets_408_and_is_not_stored() {
+    let backend = Receiver::start();
+    let whimp = Whimp::start(&format!(
+        "limits: {{ body_timeout: 1s }}\nroutes:\n{}",
+        route("b", "/b/K", &[backend.url("/in")], "")
+    ));
+    let mut s = TcpStream::connect(whimp.daemon.addr("public")).unwrap();
+    use std::io::Write;
+    s.write_all(b"POST /b/K HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+        .unwrap();
+    s.set_read_timeout(Some(harness::DEADLINE)).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(whimp.pending(), 0);
+    assert_eq!(backend.count(), 0);
+    assert_eq!(
+        whimp
+            .daemon
+            .metric("whimp_requests_total{code=\"408\",route=\"b\"}"),
+        1.0
+    );
+}
