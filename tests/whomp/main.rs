@@ -1,0 +1,1 @@
+//! whomp end-to-end tests.

@@ -1,0 +1,252 @@
+//! whomp's side of the delivery loop: a stored message becomes one attempt, after a fresh
+//! pre-flight against the current rules.
+//!
+//! Two kinds of refusal at attempt time, two outcomes:
+//! - the target itself is now forbidden (scheme, port, host pattern or literal address, because
+//!   the rules changed since submission): nothing will change that, so the message goes to
+//!   `dead/` at once ([`delivery::Refused`] with `permanent`);
+//! - the host's name does not resolve, or resolves to a forbidden address (DNS rebinding, or a
+//!   DNS outage): DNS may change back, so it is a failed attempt retried by the policy, and no
+//!   connection is made.
+//!
+//! Either way the attempt record says `pre-flight refused (<rule>): <why>`. Otherwise the
+//! checked addresses are leased to the client's resolver for the attempt (see [`crate::live`]),
+//! the request is signed if its submission named a key, and sent.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use delivery::{Finished, Ready, Refused, Sent};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use netguard::{Host, Rejection, Target};
+use spool::{Attempt, Claim};
+use telemetry::names;
+
+use crate::live::{Current, Live};
+use crate::metrics::Metrics;
+use crate::sign;
+use crate::stored;
+
+/// How an attempt refused by pre-flight is recorded, before the rule: `pre-flight refused (dns): ...`.
+pub const REFUSED: &str = "pre-flight refused";
+
+/// whomp's courier.
+#[derive(Debug)]
+pub struct Courier {
+    pub live: Arc<Current>,
+    pub metrics: Metrics,
+}
+
+/// One attempt, ready to go.
+#[derive(Debug)]
+pub struct Payload {
+    live: Arc<Live>,
+    target: Target,
+    id: String,
+    request: delivery::Request,
+    key: Option<Vec<u8>>,
+}
+
+impl delivery::Courier for Courier {
+    type Payload = Payload;
+
+    fn prepare(&self, _claim: &Claim, file: Vec<u8>) -> Result<Ready<Payload>, Refused> {
+        let live = self.live.get();
+        let refuse = |target: String, error: String, permanent: bool| Refused {
+            target,
+            error,
+            permanent,
+            policy: Some(live.policy.clone()),
+        };
+        let message =
+            stored::decode(&file).map_err(|e| refuse(String::new(), e.to_string(), true))?;
+        let url = message.url.clone();
+        let target = netguard::parse_target(&url).map_err(|r| {
+            self.metrics.rejected(r.rule);
+            refuse(url.clone(), refused(&r), true)
+        })?;
+        live.guard.rules.check_target(&target).map_err(|r| {
+            self.metrics.rejected(r.rule);
+            refuse(url.clone(), refused(&r), true)
+        })?;
+        let method = Method::from_bytes(message.method.as_bytes()).map_err(|_| {
+            refuse(
+                url.clone(),
+                format!("stored method {:?} is not valid", message.method),
+                true,
+            )
+        })?;
+        let key = match &message.meta.signing_key {
+            None => None,
+            Some(name) => match live.keys.get(name) {
+                Some(secret) => Some(secret.expose().clone()),
+                // The operator may put the key back; until then, retry by the policy.
+                None => {
+                    return Err(refuse(
+                        url,
+                        format!("signing key {name:?} is no longer configured (signing.keys)"),
+                        false,
+                    ))
+                }
+            },
+        };
+        let headers = outgoing_headers(&message.headers);
+        let destination: Arc<str> = format!("{}:{}", target.host, target.port).into();
+        Ok(Ready {
+            destination,
+            policy: live.policy.clone(),
+            payload: Payload {
+                request: delivery::Request {
+                    method,
+                    url,
+                    headers,
+                    body: Bytes::from(message.body),
+                    timeout: live.timeout,
+                },
+                live,
+                target,
+                id: message.meta.id,
+                key,
+            },
+        })
+    }
+
+    async fn send(&self, payload: Payload) -> Sent {
+        let Payload {
+            live,
+            target,
+            id,
+            mut request,
+            key,
+        } = payload;
+        let addrs = match live.guard.resolve_checked(&target).await {
+            Ok(addrs) => addrs,
+            Err(rejection) => {
+                self.metrics.rejected(rejection.rule);
+                return Sent {
+                    target: request.url,
+                    status: None,
+                    error: Some(refused(&rejection)),
+                    retry_after: None,
+                    excerpt: String::new(),
+                };
+            }
+        };
+        let _lease = match &target.host {
+            Host::Name(name) => Some(live.checked.lease(name, addrs)),
+            // A literal address is connected to as written; it was checked above.
+            Host::Ip(_) => None,
+        };
+        if let Some(secret) = key {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let signature = sign::signature(&secret, &id, now, &request.body);
+            for (name, value) in [
+                (sign::ID, id.clone()),
+                (sign::TIMESTAMP, now.to_string()),
+                (sign::SIGNATURE, signature),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    request.headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+        }
+        delivery::send(&live.client, request).await
+    }
+
+    fn observe(&self, destination: &str, attempt: &Attempt, outcome: &Finished) {
+        let refused = attempt
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(REFUSED));
+        let label = match outcome {
+            Finished::Delivered => names::OUTCOME_DELIVERED,
+            Finished::Dead { .. } => names::OUTCOME_DEAD,
+            Finished::Retry { .. } if refused => names::OUTCOME_REJECTED,
+            Finished::Retry { .. } if attempt.status.is_some() => names::OUTCOME_RETRY,
+            Finished::Retry { .. } => names::OUTCOME_ERROR,
+        };
+        self.metrics
+            .delivery_attempts
+            .with_label_values(&[label])
+            .inc();
+        if !destination.is_empty() && !refused {
+            self.metrics
+                .delivery_duration
+                .observe(attempt.duration_ms as f64 / 1000.0);
+        }
+        if matches!(outcome, Finished::Dead { .. }) {
+            self.metrics.dead_letters.inc();
+        }
+    }
+}
+
+/// The attempt record of a pre-flight refusal.
+fn refused(rejection: &Rejection) -> String {
+    format!("{REFUSED} ({}): {}", rejection.rule, rejection.message)
+}
+
+/// The submitter's fields as they go out: hop-by-hop fields (and those `Connection` names),
+/// `Host` (the client writes it from the URL, which pre-flight made sure it agrees with) and
+/// `Content-Length` (the client frames the body) are left out; the rest go in order.
+fn outgoing_headers(fields: &[(String, Vec<u8>)]) -> HeaderMap {
+    let hop = httpmsg::connection_tokens(fields.iter());
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let lower = name.to_ascii_lowercase();
+        if lower == "host"
+            || lower == "content-length"
+            || httpmsg::is_hop_by_hop(&lower)
+            || hop.contains(&lower)
+            || stored::is_meta(&lower)
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outgoing_headers_keep_the_submitters_fields() {
+        let fields: Vec<(String, Vec<u8>)> = [
+            ("Host", "hooks.example.com"),
+            ("Content-Type", "application/json"),
+            ("Connection", "close, X-Drop"),
+            ("X-Drop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Tag", "a"),
+            ("x-tag", "b"),
+            ("Content-Length", "2"),
+            ("Whomp-Signing-Key", "k"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let headers = outgoing_headers(&fields);
+        let kept: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-tag".to_owned(), "a".to_owned()),
+                ("x-tag".to_owned(), "b".to_owned()),
+            ]
+        );
+    }
+}
