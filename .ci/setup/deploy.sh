@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the tools the deploy/ checks (tests/checks) use: systemd-analyze (package systemd)
+# and promtool (package prometheus). Idempotent: does nothing, and touches no network, when both
+# are already on PATH.
+set -euo pipefail
+
+need=()
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ "${#need[@]}" -eq 0 ]; then
+    echo "deploy tools present: systemd-analyze, promtool"
+    exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "installing: ${need[*]}"
+$sudo apt-get update -qq
+# No recommends: promtool is all we need from prometheus, not its exporters or web assets.
+# A policy-rc.d answering 101 keeps the package's postinst from starting a prometheus service
+# on the CI host; one already present is left alone.
+policy=/usr/sbin/policy-rc.d
+added_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    added_policy=1
+fi
+status=0
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || status=$?
+if [ -n "$added_policy" ]; then
+    $sudo rm -f "$policy"
+fi
+[ "$status" -eq 0 ]
+command -v systemd-analyze >/dev/null
+command -v promtool >/dev/null
+echo "deploy tools installed: ${need[*]}"
