@@ -52,6 +52,8 @@ pub struct Submissions {
 struct Refusal {
     status: StatusCode,
     outcome: &'static str,
+    /// The pre-flight rule that refused, for `422`.
+    rule: Option<netguard::Rule>,
     body: Value,
 }
 
@@ -60,6 +62,7 @@ impl Refusal {
         Refusal {
             status,
             outcome,
+            rule: None,
             body: json!({ "error": error.to_string() }),
         }
     }
@@ -133,7 +136,12 @@ impl Submissions {
     async fn submit(&self, live: &Live, req: Request<Incoming>) -> Resp {
         let (outcome, resp) = match self.store(live, req).await {
             Ok(answer) => answer,
-            Err(refusal) => (refusal.outcome, refusal.into_response()),
+            Err(refusal) => {
+                if let Some(rule) = refusal.rule {
+                    self.metrics.rejected(rule);
+                }
+                (refusal.outcome, refusal.into_response())
+            }
         };
         self.metrics.submission(outcome);
         resp
@@ -284,6 +292,7 @@ impl Submissions {
             .map_err(|rejection| Refusal {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 outcome: names::SUBMISSION_REJECTED,
+                rule: Some(rejection.rule),
                 body: json!({"error": rejection.message, "rule": rejection.rule.as_str()}),
             })?;
         message.target = verdict.target.url();
