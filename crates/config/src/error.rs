@@ -38,11 +38,32 @@ pub struct ConfigError {
 impl ConfigError {
     pub(crate) fn new(path: &Path, mut problems: Vec<Problem>) -> Self {
         problems.sort_by_key(|problem| (problem.location.is_none(), problem.location));
+        for problem in &mut problems {
+            problem.message = escape_controls(&problem.message);
+        }
         ConfigError {
             path: path.to_owned(),
             problems,
         }
     }
+}
+
+/// `message` with every control character escaped (`\n`, `\u{1b}`): messages quote keys and
+/// values from the file, and a line break in one would split a problem over two lines, or let a
+/// config file forge a `file:line:column:` line of its own in a log.
+fn escape_controls(message: &str) -> String {
+    if !message.contains(char::is_control) {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Formats the problems of a [`ConfigError`], one per line.
@@ -61,5 +82,19 @@ impl fmt::Display for Rendered<'_> {
             write!(f, " {}", problem.message)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain `é`"), "plain `é`");
+        assert_eq!(
+            escape_controls("a\n\r\tb\u{1b}[2J\u{85}"),
+            "a\\n\\r\\tb\\u{1b}[2J\\u{85}"
+        );
     }
 }

@@ -528,6 +528,28 @@ fn unknown_and_missing_keys_are_named() {
 }
 
 #[test]
+fn a_line_break_quoted_from_the_file_stays_on_one_line() {
+    // Found by the config_load fuzz target: a key with a line break in it was quoted verbatim,
+    // splitting the problem over two lines.
+    check(
+        parse_whimp,
+        "\"lis\\nten\": []\n",
+        &format!(
+            "{FILE}:1:1: unknown field `lis\\nten`, expected one of `listen`, `admin`, `spool`, \
+             `log`, `limits`, `retry`, `delivery`, `routes`"
+        ),
+    );
+    check(
+        parse_whomp,
+        "{lis\n\nten: 1}\n",
+        &format!(
+            "{FILE}:1:2: unknown field `lis\\nten`, expected one of `listen`, `auth`, `admin`, \
+             `spool`, `log`, `limits`, `retry`, `delivery`, `preflight`, `dns`, `signing`"
+        ),
+    );
+}
+
+#[test]
 fn a_repeated_key_is_reported_at_the_repeat() {
     check(
         parse_whimp,
