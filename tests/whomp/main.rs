@@ -9,6 +9,7 @@ mod ops;
 mod preflight;
 mod signing;
 mod submit;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,7 +33,15 @@ pub struct Whomp {
 impl Whomp {
     /// Starts whomp with `body` as the config after the listener/admin/spool lines.
     pub fn start(body: &str) -> Whomp {
+        Whomp::start_with(body, &[])
+    }
+
+    /// Like [`Whomp::start`], with extra files (name, content) written beside the config.
+    pub fn start_with(body: &str, files: &[(&str, &str)]) -> Whomp {
         let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            harness::write_file(dir.path(), name, text);
+        }
         let config = harness::write_file(dir.path(), "whomp.yaml", &config_text(body));
         let daemon = Daemon::start(Path::new(BIN), &config);
         Whomp {
