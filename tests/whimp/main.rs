@@ -5,6 +5,7 @@ mod accept;
 mod faults;
 mod forward;
 mod ops;
+mod soak;
 mod tls;
 
 use std::path::{Path, PathBuf};

@@ -494,3 +494,93 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+// ------------------------------------------------------------------ misbehaving receivers
+
+/// How a [`Misbehaving`] receiver treats each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Accept, then reset the connection at once.
+    Reset,
+    /// Read the request, answer bytes that are not HTTP, close.
+    Garbage,
+    /// Read the request and say nothing for a long time (longer than any test's timeout).
+    Silent,
+}
+
+/// A raw TCP server on 127.0.0.1 that misbehaves; counts the connections it got.
+pub struct Misbehaving {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Misbehaving {
+    pub fn start_on(addr: SocketAddr, how: Misbehaviour) -> Misbehaving {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener =
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt) = (connections.clone(), stop.clone());
+        let accepter = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let halt = halt.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                    match how {
+                        Misbehaviour::Reset => {
+                            let _ = rustix::net::sockopt::set_socket_linger(
+                                &stream,
+                                Some(Duration::ZERO),
+                            );
+                        }
+                        Misbehaviour::Garbage => {
+                            let mut buf = [0u8; 4096];
+                            let _ = stream.read(&mut buf);
+                            let _ =
+                                stream.write_all(b"\x00\x01garbage\xff\r\n\r\nHTTP/9.9 banana\r\n");
+                        }
+                        Misbehaviour::Silent => {
+                            let mut buf = [0u8; 4096];
+                            let _ = stream.read(&mut buf);
+                            while !halt.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Misbehaving {
+            addr,
+            connections,
+            stop,
+            accepter: Some(accepter),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Misbehaving {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The listener closes (and its port frees) when the accept loop ends.
+        if let Some(accepter) = self.accepter.take() {
+            let _ = accepter.join();
+        }
+    }
+}
