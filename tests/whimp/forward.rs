@@ -165,3 +165,20 @@ fn sigkill_with_messages_queued_loses_nothing() {
     assert_eq!(got, sent);
     wait_for("all done", || whimp.files("done").len() == 50);
 }
+
+#[test]
+fn backend_names_resolve_without_the_system_resolver_library() {
+    // whimp resolves with its own DNS client (hosts file, then resolv.conf servers).
+    let backend = Receiver::start();
+    let url = format!("http://localhost:{}/in", backend.addr.port());
+    let whimp = Whimp::start(&format!(
+        "{FAST_RETRY}routes:\n{}",
+        route("n", "/n/K", &[url], "")
+    ));
+    assert_eq!(whimp.post("/n/K", "", b"by name").0, 200);
+    wait_for("delivered to localhost", || backend.count() == 1);
+    assert_eq!(
+        backend.received()[0].header("host"),
+        Some(format!("localhost:{}", backend.addr.port()).as_str())
+    );
+}

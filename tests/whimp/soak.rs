@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{free_port, wait_for, Daemon, Misbehaviour, Misbehaving, Receiver};
+use harness::{free_port, wait_for, Daemon, Misbehaving, Misbehaviour, Receiver};
 
 use crate::{route, Whimp, BIN, FAST_RETRY};
 
@@ -32,8 +32,13 @@ impl Load {
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let threads = (0..senders)
             .map(|t| {
-                let (stop, acked, refused, sent, target) =
-                    (stop.clone(), acked.clone(), refused.clone(), sent.clone(), target.clone());
+                let (stop, acked, refused, sent, target) = (
+                    stop.clone(),
+                    acked.clone(),
+                    refused.clone(),
+                    sent.clone(),
+                    target.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut n = t;
                     while !stop.load(Ordering::SeqCst) {
@@ -95,7 +100,10 @@ fn delivered(receiver: &Receiver) -> (BTreeSet<u64>, usize) {
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
     for r in receiver.received() {
-        let n = String::from_utf8_lossy(&r.body).trim_start_matches("soak-").parse().unwrap();
+        let n = String::from_utf8_lossy(&r.body)
+            .trim_start_matches("soak-")
+            .parse()
+            .unwrap();
         if !seen.insert(n) {
             duplicates += 1;
         }
@@ -103,7 +111,13 @@ fn delivered(receiver: &Receiver) -> (BTreeSet<u64>, usize) {
     (seen, duplicates)
 }
 
-fn account(what: &str, sent: u64, acked: &BTreeSet<u64>, receiver: &Receiver, refused: &BTreeMap<u16, u64>) -> usize {
+fn account(
+    what: &str,
+    sent: u64,
+    acked: &BTreeSet<u64>,
+    receiver: &Receiver,
+    refused: &BTreeMap<u16, u64>,
+) -> usize {
     wait_for("every acknowledged request is delivered", || {
         let (got, _) = delivered(receiver);
         acked.is_subset(&got)
@@ -121,9 +135,15 @@ fn account(what: &str, sent: u64, acked: &BTreeSet<u64>, receiver: &Receiver, re
 
 #[test]
 fn repeated_sigkill_under_load_loses_nothing() {
-    let kills: usize = std::env::var("WHIMP_SOAK_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let kills: usize = std::env::var("WHIMP_SOAK_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let backend = Receiver::start();
-    let mut whimp = Whimp::start(&format!("{FAST_RETRY}routes:\n{}", route("soak", "/soak/K", &[backend.url("/in")], "")));
+    let mut whimp = Whimp::start(&format!(
+        "{FAST_RETRY}routes:\n{}",
+        route("soak", "/soak/K", &[backend.url("/in")], "")
+    ));
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
     let load = Load::start(target.clone(), "/soak/K", 8);
     let mut rng = std::process::id() as u64 | 1;
@@ -147,7 +167,11 @@ fn repeated_sigkill_under_load_loses_nothing() {
 
 #[test]
 fn misbehaving_backends_then_recovery() {
-    for how in [Misbehaviour::Reset, Misbehaviour::Garbage, Misbehaviour::Silent] {
+    for how in [
+        Misbehaviour::Reset,
+        Misbehaviour::Garbage,
+        Misbehaviour::Silent,
+    ] {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let bad = Misbehaving::start_on(addr, how);
@@ -158,13 +182,25 @@ fn misbehaving_backends_then_recovery() {
         let load = Load::start(target, "/m/K", 4);
         wait_for("attempts reach the bad backend", || bad.connections() >= 5);
         let (sent, acked, refused) = load.finish();
-        assert!(whimp.files("done").is_empty(), "{how:?}: nothing counts as delivered");
+        assert!(
+            whimp.files("done").is_empty(),
+            "{how:?}: nothing counts as delivered"
+        );
         drop(bad);
         let good = Receiver::start_on(addr);
         let duplicates = account(&format!("{how:?} backend"), sent, &acked, &good, &refused);
-        assert_eq!(duplicates, 0, "{how:?}: failed attempts never count as delivered");
+        assert_eq!(
+            duplicates, 0,
+            "{how:?}: failed attempts never count as delivered"
+        );
         let page = whimp.daemon.metrics();
-        assert!(harness::metric_in(&page, "whimp_forward_attempts_total{backend=\"m/1\",outcome=\"error\"}") >= 1.0, "{page}");
+        assert!(
+            harness::metric_in(
+                &page,
+                "whimp_forward_attempts_total{backend=\"m/1\",outcome=\"error\"}"
+            ) >= 1.0,
+            "{page}"
+        );
     }
 }
 
@@ -177,21 +213,35 @@ fn reload_under_load_keeps_answering_and_delivering() {
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
     let load = Load::start(target, "/r/K", 4);
     for i in 0..10 {
-        let url = if i % 2 == 0 { b.url("/in") } else { a.url("/in") };
+        let url = if i % 2 == 0 {
+            b.url("/in")
+        } else {
+            a.url("/in")
+        };
         crate::write_config(whimp.dir.path(), &config(url));
         whimp.daemon.signal(rustix::process::Signal::HUP);
         let reloads = i + 1;
-        wait_for("the reload is done", || whimp.daemon.output().matches("config reloaded").count() >= reloads);
+        wait_for("the reload is done", || {
+            whimp.daemon.output().matches("config reloaded").count() >= reloads
+        });
     }
     let (sent, acked, refused) = load.finish();
-    assert!(refused.is_empty(), "no request refused during reloads: {refused:?}");
+    assert!(
+        refused.is_empty(),
+        "no request refused during reloads: {refused:?}"
+    );
     wait_for("everything delivered to one backend or the other", || {
         let (ga, _) = delivered(&a);
         let (gb, _) = delivered(&b);
         acked.iter().all(|n| ga.contains(n) || gb.contains(n))
     });
     let total = a.count() + b.count();
-    println!("soak reload: sent {sent}, acknowledged {}, delivered {total} (a {}, b {})", acked.len(), a.count(), b.count());
+    println!(
+        "soak reload: sent {sent}, acknowledged {}, delivered {total} (a {}, b {})",
+        acked.len(),
+        a.count(),
+        b.count()
+    );
     assert!(b.count() > 0, "the backend moved with the reload");
 }
 
@@ -212,7 +262,10 @@ fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(spool.clone());
@@ -229,21 +282,33 @@ fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     });
     let config = crate::write_config(
         dir.path(),
-        &format!("{FAST_RETRY}routes:\n{}", route("d", "/d/K", &[backend.url("/in")], "")),
+        &format!(
+            "{FAST_RETRY}routes:\n{}",
+            route("d", "/d/K", &[backend.url("/in")], "")
+        ),
     );
     let daemon = Daemon::start(std::path::Path::new(BIN), &config);
     let target = Arc::new(Mutex::new(daemon.addr("public")));
     let load = Load::start(target, "/d/K", 4);
     let filler = spool.join("filler");
-    wait_for("some requests are stored", || crate::files_in(&spool.join("cur")).len() + crate::files_in(&spool.join("new")).len() > 20);
+    wait_for("some requests are stored", || {
+        crate::files_in(&spool.join("cur")).len() + crate::files_in(&spool.join("new")).len() > 20
+    });
     // Fill the rest of the disk while requests keep coming.
     let _ = std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]);
-    wait_for("the daemon reports not ready", || harness::get(daemon.addr("admin"), "/readyz").0 == 503);
+    wait_for("the daemon reports not ready", || {
+        harness::get(daemon.addr("admin"), "/readyz").0 == 503
+    });
     std::fs::remove_file(&filler).unwrap();
-    wait_for("ready again once space is back", || harness::get(daemon.addr("admin"), "/readyz").0 == 200);
+    wait_for("ready again once space is back", || {
+        harness::get(daemon.addr("admin"), "/readyz").0 == 200
+    });
     let (sent, acked, refused) = load.finish();
     hold.store(false, Ordering::SeqCst);
-    assert!(refused.get(&503).copied().unwrap_or(0) > 0, "the full disk was noticed: {refused:?}");
+    assert!(
+        refused.get(&503).copied().unwrap_or(0) > 0,
+        "the full disk was noticed: {refused:?}"
+    );
     account("full disk", sent, &acked, &backend, &refused);
     drop(daemon);
 }

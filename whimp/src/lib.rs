@@ -256,8 +256,10 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
 
 fn client(config: &config::whimp::Config) -> Result<reqwest::Client, String> {
     let tls = delivery::client_tls(config.delivery.ca_file.as_deref())?;
+    let dns = netguard::Resolver::system(Default::default()).map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        .dns_resolver(Arc::new(SystemDns(dns)))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
@@ -265,6 +267,24 @@ fn client(config: &config::whimp::Config) -> Result<reqwest::Client, String> {
         .user_agent(concat!("whimp/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Backend host names are resolved by our own DNS client (/etc/hosts, then the resolv.conf
+/// servers), not by getaddrinfo, so a static binary does not depend on glibc's NSS modules.
+struct SystemDns(netguard::Resolver);
+
+impl reqwest::dns::Resolve for SystemDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = resolver.lookup(&host).await.map_err(|e| e.message)?;
+            // Port 0: the client puts the URL's port in.
+            let addrs: Vec<std::net::SocketAddr> =
+                addrs.into_iter().map(|ip| (ip, 0).into()).collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
