@@ -167,8 +167,9 @@ impl Keys {
 
     fn remember(&self, key: String, id: Ulid) {
         let mut inner = self.lock();
-        if inner.map.insert(key.clone(), Slot::Stored(id)).is_none() || !inner.order.contains(&key)
-        {
+        // A key is in `order` exactly when it is stored; a pending one is not yet.
+        let previous = inner.map.insert(key.clone(), Slot::Stored(id));
+        if !matches!(previous, Some(Slot::Stored(_))) {
             inner.order.push_back(key);
         }
         while inner.order.len() > self.capacity {

@@ -305,8 +305,9 @@ fn reload(config: &config::whomp::Config, live: &Current, certs: &[Arc<Certs>]) 
         }
     }
     tracing::info!(
-        "config reloaded: pre-flight rules, dns, tokens, signing keys, retry and delivery settings \
-         (listeners, spool and limits take effect at the next start)"
+        "config reloaded: pre-flight rules, dns, tokens, signing keys, retry policy, delivery \
+         timeouts, user agent and CA (listeners, spool, limits and delivery.concurrency take \
+         effect at the next start)"
     );
 }
 
