@@ -27,8 +27,15 @@ fn check_error(e: &ConfigError) {
     assert!(!e.problems.is_empty(), "config error without problems");
     let rendered = e.to_string();
     let lines: Vec<&str> = rendered.split('\n').collect();
-    assert_eq!(lines.len(), e.problems.len(), "problem spans lines: {rendered:?}");
+    assert_eq!(
+        lines.len(),
+        e.problems.len(),
+        "problem spans lines: {rendered:?}"
+    );
     for line in lines {
-        assert!(line.starts_with("/etc/fuzz/daemon.yaml:"), "line without file: {line:?}");
+        assert!(
+            line.starts_with("/etc/fuzz/daemon.yaml:"),
+            "line without file: {line:?}"
+        );
     }
 }

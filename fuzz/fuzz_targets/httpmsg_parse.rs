@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
 fn check_normalized(msg: &Message) {
     let length = msg.body.len().to_string();
     let lengths: Vec<&[u8]> = msg.headers_named("content-length").collect();
-    assert_eq!(lengths, [length.as_bytes()], "content-length not normalized");
+    assert_eq!(
+        lengths,
+        [length.as_bytes()],
+        "content-length not normalized"
+    );
     assert_eq!(msg.headers_named("transfer-encoding").count(), 0);
 }
 

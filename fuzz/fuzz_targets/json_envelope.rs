@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(msg) => {
             let length = msg.body.len().to_string();
             let lengths: Vec<&[u8]> = msg.headers_named("content-length").collect();
-            assert_eq!(lengths, [length.as_bytes()], "content-length not normalized");
+            assert_eq!(
+                lengths,
+                [length.as_bytes()],
+                "content-length not normalized"
+            );
             assert_eq!(msg.headers_named("transfer-encoding").count(), 0);
             let written = write(msg);
             let roomy = Limits {
@@ -21,8 +25,9 @@ fuzz_target!(|data: &[u8]| {
                 max_headers: msg.headers.len() + 1,
                 max_body_bytes: msg.body.len(),
             };
-            let again = parse(&written, &roomy)
-                .unwrap_or_else(|e| panic!("envelope {msg:?} is written as an unreadable file: {e}"));
+            let again = parse(&written, &roomy).unwrap_or_else(|e| {
+                panic!("envelope {msg:?} is written as an unreadable file: {e}")
+            });
             assert_eq!(&again, msg, "spool round trip changed the message");
         }
         Err(e) => assert!(!e.to_string().is_empty()),

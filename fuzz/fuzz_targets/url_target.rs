@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
             let canonical = target.url();
             let again = parse_target(&canonical)
                 .unwrap_or_else(|e| panic!("canonical url {canonical:?} of {url:?} refused: {e}"));
-            assert_eq!(&again, target, "canonical url {canonical:?} re-parses differently");
+            assert_eq!(
+                &again, target,
+                "canonical url {canonical:?} re-parses differently"
+            );
             assert_eq!(again.url(), canonical, "normalisation is not idempotent");
         }
         Err(rejection) => check_message(rejection),
@@ -79,7 +82,11 @@ fuzz_target!(|data: &[u8]| {
 
 /// A refusal's message is for a human and a log line: never empty, never a control character.
 fn check_message(rejection: &Rejection) {
-    assert!(!rejection.message.is_empty(), "empty message for {:?}", rejection.rule);
+    assert!(
+        !rejection.message.is_empty(),
+        "empty message for {:?}",
+        rejection.rule
+    );
     assert!(
         !rejection.message.chars().any(char::is_control),
         "control character in message {:?}",
