@@ -1,0 +1,1 @@
+//! The operator docs against what they describe (filled in with docs/).
