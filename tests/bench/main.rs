@@ -1,0 +1,135 @@
+//! The benchmark binary behind BENCHMARKS.md: it runs the release daemons as child processes
+//! against loopback load and measures, in the same run and at the same concurrency, the ceiling
+//! each figure is compared with, so that a ratio holds on a noisy shared machine.
+//!
+//! `target/release/bench <ingest|e2e|whomp|scale|size|machine|all>… [options]`; it reports
+//! figures and asserts nothing, so it is not part of CI's pass/fail.
+
+mod daemon;
+mod disk;
+mod load;
+mod receiver;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options shared by every scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Where the daemons and ceilings are (default: next to this binary).
+    pub(crate) bin_dir: PathBuf,
+    /// Parent of every temporary directory (spools, maildir loops).
+    pub(crate) base: PathBuf,
+    pub(crate) warmup: Duration,
+    pub(crate) measure: Duration,
+    pub(crate) runs: usize,
+    /// Backend of the ingest runs: `down` (nothing listens) or `hold` (accepts, never answers).
+    pub(crate) backend: String,
+    /// Messages in the biggest scale step.
+    pub(crate) scale_max: usize,
+}
+
+const USAGE: &str = "usage: bench <scenario>... [--seconds N] [--warmup N] [--runs N] [--dir PATH]
+                    [--bin-dir PATH] [--backend down|hold] [--scale-max N]
+scenarios: ingest e2e whomp scale size machine all
+  --seconds N   length of each measured window (default 5)
+  --warmup N    seconds of load before each window (default 1)
+  --runs N      runs of each figure; medians and spread are reported (default 3)
+  --dir PATH    where temporary spools go (default: the system temp dir)
+  --bin-dir P   where whimp and whomp are (default: next to this binary)
+  --backend B   whimp's backend during ingest: hold (default: accepts, never answers,
+                delivery concurrency 1, so nothing competes) or down (nothing listens)
+  --scale-max N messages in the biggest scale step (default 1000000)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve-http") {
+        return match receiver::serve_http() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench serve-http: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (scenarios, settings) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("bench: {e}\n{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    for scenario in scenarios {
+        let result = match scenario.as_str() {
+            "machine" => scenarios::machine(&settings),
+            "ingest" => scenarios::ingest(&settings),
+            "e2e" => scenarios::e2e(&settings),
+            "whomp" => scenarios::whomp(&settings),
+            "scale" => scenarios::scale(&settings),
+            "size" => scenarios::size(&settings),
+            other => Err(anyhow::anyhow!("unknown scenario {other}")),
+        };
+        if let Err(e) = result {
+            eprintln!("bench {scenario}: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target/release"));
+    let mut s = Settings {
+        bin_dir,
+        base: std::env::temp_dir(),
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(5),
+        runs: 3,
+        backend: "hold".into(),
+        scale_max: 1_000_000,
+    };
+    let mut scenarios = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let number = |name: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: {v:?} is not a whole number"))
+        };
+        match arg.as_str() {
+            "--seconds" => s.measure = Duration::from_secs(number(arg, value(arg)?)?.max(1)),
+            "--warmup" => s.warmup = Duration::from_secs(number(arg, value(arg)?)?),
+            "--runs" => s.runs = number(arg, value(arg)?)?.max(1) as usize,
+            "--dir" => s.base = PathBuf::from(value(arg)?),
+            "--bin-dir" => s.bin_dir = PathBuf::from(value(arg)?),
+            "--scale-max" => s.scale_max = number(arg, value(arg)?)?.max(1000) as usize,
+            "--backend" => {
+                s.backend = value(arg)?;
+                if s.backend != "down" && s.backend != "hold" {
+                    return Err(format!("--backend: {:?} is not down or hold", s.backend));
+                }
+            }
+            "all" => scenarios
+                .extend(["machine", "size", "ingest", "e2e", "whomp", "scale"].map(String::from)),
+            "machine" | "ingest" | "e2e" | "whomp" | "scale" | "size" => {
+                scenarios.push(arg.clone())
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if scenarios.is_empty() {
+        return Err("no scenario given".into());
+    }
+    Ok((scenarios, s))
+}
