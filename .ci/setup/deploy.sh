@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Installs the tools the deploy/ checks (tests/checks) use: systemd-analyze (package systemd)
-# and promtool (package prometheus). Idempotent: does nothing, and touches no network, when both
-# are already on PATH.
+# Installs the tools the deploy/ checks (tests/checks) use: systemd-analyze, systemd-sysusers and
+# systemd-tmpfiles (package systemd), promtool (package prometheus), curl for the walk-through and
+# file for the static build check. Idempotent: does nothing, and touches no network, when all are
+# already on PATH.
 set -euo pipefail
 
 need=()
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v file >/dev/null 2>&1 || need+=(file)
 if [ "${#need[@]}" -eq 0 ]; then
-    echo "deploy tools present: systemd-analyze, promtool"
+    echo "deploy tools present: systemd-analyze, promtool, curl, file"
     exit 0
 fi
 
@@ -35,6 +38,7 @@ if [ -n "$added_policy" ]; then
     $sudo rm -f "$policy"
 fi
 [ "$status" -eq 0 ]
-command -v systemd-analyze >/dev/null
-command -v promtool >/dev/null
+for tool in systemd-analyze promtool curl file; do
+    command -v "$tool" >/dev/null || { echo "deploy.sh: $tool still missing" >&2; exit 1; }
+done
 echo "deploy tools installed: ${need[*]}"
