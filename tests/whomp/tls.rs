@@ -126,9 +126,11 @@ fn https_uses_the_host_name_for_sni_and_the_certificate() {
     let mut last = serde_json::Value::Null;
     wait_for("the attempt fails on the certificate", || {
         last = whomp.status(&wrong);
-        last["attempts"][0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("certificate"))
+        // The attempt is recorded just before the message moves to cur/: wait for both.
+        last["state"] == "retrying"
+            && last["attempts"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("certificate"))
     });
     println!(
         "certificate mismatch recorded as: {}",

@@ -5,22 +5,23 @@
 //! - [`forward`]: turning a stored request into a request to a backend;
 //! - [`routes`]: the route table, swapped whole on reload;
 //! - [`metrics`]: whimp's metric handles;
-//! - [`run`]: start-up, signals (SIGHUP reload, SIGTERM drain) and shutdown.
+//! - [`run`]: start-up, signals (SIGHUP reload, SIGTERM drain) and shutdown; the parts both
+//!   daemons share live in `server::daemon`.
 
 pub mod forward;
 pub mod ingress;
 pub mod metrics;
 pub mod routes;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server::listen::{ConnLimits, Endpoint};
+use server::daemon::{self, Daemon};
+use server::listen::ConnLimits;
 use server::tls::Certs;
 use server::Signal;
-use spool::Spool;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::forward::Forwarder;
@@ -28,31 +29,49 @@ use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::routes::{Current, Table};
 
+pub use server::daemon::StartError;
+
 /// How long in-flight requests and forward attempts may finish after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Why whimp could not start; each maps to an exit code in `main`.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The spool is locked by another process (exit 69).
-    #[error(transparent)]
-    Locked(spool::OpenError),
-    /// The spool directory cannot be used (exit 74).
-    #[error(transparent)]
-    Spool(spool::OpenError),
-    /// A listener address cannot be bound (exit 69).
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Certificates, routes or the client could not be set up from the config (exit 64).
-    #[error("{0}")]
-    Config(String),
-    /// Signals or the runtime failed (exit 70).
-    #[error("{0}")]
-    Runtime(String),
+/// whimp as `server::daemon::main` runs it.
+#[derive(Debug)]
+pub struct Whimp;
+
+impl Daemon for Whimp {
+    const NAME: &'static str = "whimp";
+    const IDENT: &'static std::ffi::CStr = c"whimp";
+    const ABOUT: &'static str = "webhook in";
+    type Config = config::whimp::Config;
+
+    fn load(path: &Path) -> Result<Self::Config, config::ConfigError> {
+        config::load_whimp(path)
+    }
+
+    fn check(config: &Self::Config) -> Result<String, String> {
+        Table::build(config, &Metrics::new()).map_err(|e| e.to_string())?;
+        Ok(format!("{} routes", config.routes.len()))
+    }
+
+    fn spool(config: &Self::Config) -> &config::Spool {
+        &config.spool
+    }
+
+    fn admin(config: &Self::Config) -> SocketAddr {
+        config.admin.addr
+    }
+
+    fn log(config: &Self::Config) -> &config::Log {
+        &config.log
+    }
+
+    fn describe(head: &[u8]) -> String {
+        describe(head)
+    }
+
+    async fn serve(path: PathBuf, config: Self::Config) -> Result<(), StartError> {
+        run(path, config).await
+    }
 }
 
 /// A short name of what a stored whimp file is for (`spool list` target column): its route.
@@ -70,16 +89,7 @@ pub fn describe(head: &[u8]) -> String {
 
 /// Runs whimp with `config` (read from `config_path`, which SIGHUP re-reads) until SIGTERM.
 pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<(), StartError> {
-    let spool = Spool::open(
-        &config.spool.dir,
-        spool::Options {
-            fsync: config.spool.fsync,
-        },
-    )
-    .map_err(|e| match e {
-        spool::OpenError::Locked { .. } => StartError::Locked(e),
-        e => StartError::Spool(e),
-    })?;
+    let spool = daemon::open_spool(&config.spool)?;
     let metrics = Metrics::new();
     let table = Table::build(&config, &metrics).map_err(|e| StartError::Config(e.to_string()))?;
     let routes = Arc::new(Current::new(table));
@@ -96,25 +106,9 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
     let client = client(&config).map_err(StartError::Config)?;
 
     // Bind everything before announcing anything, so a half-started daemon never looks ready.
-    let mut endpoints = Vec::new();
-    let mut certs = Vec::new();
-    for listener in &config.listen {
-        let socket = bind(listener.addr).await?;
-        let tls = match &listener.tls {
-            Some(tls) => {
-                let c = Certs::load(&tls.cert, &tls.key)
-                    .map_err(|e| StartError::Config(e.to_string()))?;
-                certs.push(c.clone());
-                Some(c)
-            }
-            None => None,
-        };
-        endpoints.push(Endpoint {
-            listener: socket,
-            tls,
-        });
-    }
-    let admin_socket = bind(config.admin.addr).await?;
+    let endpoints = daemon::bind_endpoints(&config.listen).await?;
+    let certs: Vec<Arc<Certs>> = endpoints.iter().filter_map(|e| e.tls.clone()).collect();
+    let admin_socket = daemon::bind(config.admin.addr).await?;
     let mut signals = server::Signals::new()
         .map_err(|e| StartError::Runtime(format!("cannot watch signals: {e}")))?;
 
@@ -132,19 +126,7 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         grace: GRACE,
     };
     for endpoint in endpoints {
-        let addr = endpoint
-            .listener
-            .local_addr()
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
-        server::announce(
-            "public",
-            if endpoint.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            },
-            addr,
-        );
+        daemon::announce_endpoint("public", &endpoint)?;
         let ingress = ingress.clone();
         tasks.spawn(server::listen::serve(
             endpoint,
@@ -156,25 +138,13 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
             stop_rx.clone(),
         ));
     }
-
-    let admin_addr = admin_socket
-        .local_addr()
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
-    server::announce("admin", "http", admin_addr);
-    server::note_admin_addr(spool.dir(), admin_addr);
-    let admin = telemetry::Admin {
-        registry: metrics.registry.clone(),
-        readiness: {
-            let spool = spool.clone();
-            Arc::new(move || spool.unhealthy_reason())
-        },
-        refresh: {
-            let (spool, metrics) = (spool.clone(), metrics.clone());
-            Arc::new(move || metrics.refresh(spool.counts()))
-        },
-        extra: Some(server::spool_admin(spool.clone())),
-    };
-    tasks.spawn(admin.serve(admin_socket, stopped(stop_rx.clone())));
+    let admin = daemon::admin(
+        &admin_socket,
+        metrics.registry.clone(),
+        &spool,
+        metrics.spool_messages.clone(),
+    )?;
+    tasks.spawn(admin.serve(admin_socket, daemon::stopped(stop_rx.clone())));
 
     let forwarder = Arc::new(Forwarder {
         routes: routes.clone(),
@@ -191,18 +161,19 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         spool.clone(),
         forwarder,
         delivery_limits,
-        stopped(stop_rx.clone()),
+        daemon::stopped(stop_rx.clone()),
     ));
-    tasks.spawn(prune(
+    tasks.spawn(daemon::prune(
         spool.clone(),
         config.spool.retention,
         stop_rx.clone(),
     ));
-    println!("ready");
+    daemon::ready();
+    let counts = spool.counts();
     tracing::info!(
         routes = config.routes.len(),
         spool = %config.spool.dir.display(),
-        queued = spool.counts().queued + spool.counts().retrying,
+        queued = counts.queued + counts.retrying,
         "whimp started"
     );
 
@@ -220,22 +191,11 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
 fn reload(path: &Path, metrics: &Metrics, routes: &Current, certs: &[Arc<Certs>]) {
     let config = match config::load_whimp(path) {
         Ok(config) => config,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!(
-                    problem = line,
-                    "new config refused; the old one keeps running"
-                );
-            }
-            return;
-        }
+        Err(e) => return daemon::log_refused(&e.to_string()),
     };
     match Table::build(&config, metrics) {
         Ok(table) => routes.set(table),
-        Err(e) => {
-            tracing::error!(problem = %e, "new config refused; the old one keeps running");
-            return;
-        }
+        Err(e) => return daemon::log_refused(&e.to_string()),
     }
     for c in certs {
         if let Err(e) = c.reload() {
@@ -246,12 +206,6 @@ fn reload(path: &Path, metrics: &Metrics, routes: &Current, certs: &[Arc<Certs>]
         routes = config.routes.len(),
         "config reloaded (listeners, spool, limits and log settings take effect at the next start)"
     );
-}
-
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 fn client(config: &config::whimp::Config) -> Result<reqwest::Client, String> {
@@ -284,28 +238,5 @@ impl reqwest::dns::Resolve for SystemDns {
                 addrs.into_iter().map(|ip| (ip, 0).into()).collect();
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
-    }
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Deletes delivered messages past their retention, now and then.
-async fn prune(spool: Spool, retention: Duration, mut stop: watch::Receiver<bool>) {
-    let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let s = spool.clone();
-        match tokio::task::spawn_blocking(move || s.prune_done(retention)).await {
-            Ok(Ok(n)) if n > 0 => {
-                tracing::info!(removed = n, "pruned delivered messages past retention")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
-            _ => {}
-        }
     }
 }

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use server::daemon::{self, Daemon};
 use server::listen::{ConnLimits, Endpoint};
 use server::tls::Certs;
 use server::Signal;
-use spool::Spool;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -48,29 +48,7 @@ const CONN_LIMITS: ConnLimits = ConnLimits {
     grace: GRACE,
 };
 
-/// Why whomp could not start; each maps to an exit code in `main`.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The spool is locked by another process (exit 69).
-    #[error(transparent)]
-    Locked(spool::OpenError),
-    /// The spool directory cannot be used (exit 74).
-    #[error(transparent)]
-    Spool(spool::OpenError),
-    /// A listener address cannot be bound (exit 69).
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Certificates, rules, DNS or the client could not be set up from the config (exit 64).
-    #[error("{0}")]
-    Config(String),
-    /// Signals or the runtime failed (exit 70).
-    #[error("{0}")]
-    Runtime(String),
-}
+pub use server::daemon::StartError;
 
 /// What the control loop of [`run`] reacts to.
 #[derive(Debug)]
@@ -91,21 +69,8 @@ pub struct Listeners {
 
 /// Binds every listener of `config` (certificates read now).
 pub async fn bind(config: &config::whomp::Config) -> Result<Listeners, StartError> {
-    let mut submit = Vec::new();
-    for listener in &config.listen {
-        let socket = bind_one(listener.addr).await?;
-        let tls = match &listener.tls {
-            Some(tls) => Some(
-                Certs::load(&tls.cert, &tls.key).map_err(|e| StartError::Config(e.to_string()))?,
-            ),
-            None => None,
-        };
-        submit.push(Endpoint {
-            listener: socket,
-            tls,
-        });
-    }
-    let admin = bind_one(config.admin.addr).await?;
+    let submit = daemon::bind_endpoints(&config.listen).await?;
+    let admin = daemon::bind(config.admin.addr).await?;
     Ok(Listeners { submit, admin })
 }
 
@@ -123,16 +88,7 @@ pub async fn run(
     listeners: Listeners,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), StartError> {
-    let spool = Spool::open(
-        &config.spool.dir,
-        spool::Options {
-            fsync: config.spool.fsync,
-        },
-    )
-    .map_err(|e| match e {
-        spool::OpenError::Locked { .. } => StartError::Locked(e),
-        e => StartError::Spool(e),
-    })?;
+    let spool = daemon::open_spool(&config.spool)?;
     let live = Arc::new(Current::new(
         Live::build(&config).map_err(|e| StartError::Config(e.to_string()))?,
     ));
@@ -160,16 +116,7 @@ pub async fn run(
         max_body_bytes: config.limits.max_body_bytes,
     });
     for endpoint in listeners.submit {
-        let addr = endpoint
-            .listener
-            .local_addr()
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let scheme = if endpoint.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        server::announce("submit", scheme, addr);
+        daemon::announce_endpoint("submit", &endpoint)?;
         let submissions = submissions.clone();
         tasks.spawn(server::listen::serve(
             endpoint,
@@ -181,24 +128,13 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let admin_addr = listeners
-        .admin
-        .local_addr()
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
-    server::announce("admin", "http", admin_addr);
-    let admin = telemetry::Admin {
-        registry: metrics.registry.clone(),
-        readiness: {
-            let spool = spool.clone();
-            Arc::new(move || spool.unhealthy_reason())
-        },
-        refresh: {
-            let (spool, metrics) = (spool.clone(), metrics.clone());
-            Arc::new(move || metrics.refresh(spool.counts()))
-        },
-        extra: Some(server::spool_admin(spool.clone())),
-    };
-    tasks.spawn(admin.serve(listeners.admin, stopped(stop_rx.clone())));
+    let admin = daemon::admin(
+        &listeners.admin,
+        metrics.registry.clone(),
+        &spool,
+        metrics.spool_messages.clone(),
+    )?;
+    tasks.spawn(admin.serve(listeners.admin, daemon::stopped(stop_rx.clone())));
 
     let courier = Arc::new(Courier {
         live: live.clone(),
@@ -213,19 +149,14 @@ pub async fn run(
         spool.clone(),
         courier,
         delivery_limits,
-        stopped(stop_rx.clone()),
+        daemon::stopped(stop_rx.clone()),
     ));
-    tasks.spawn(prune(
+    tasks.spawn(daemon::prune(
         spool.clone(),
         config.spool.retention,
         stop_rx.clone(),
     ));
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-    }
+    daemon::ready();
     let counts = spool.counts();
     tracing::info!(
         spool = %config.spool.dir.display(),
@@ -279,12 +210,7 @@ fn load(path: &Path) -> Option<config::whomp::Config> {
     match config::load_whomp(path) {
         Ok(config) => Some(config),
         Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!(
-                    problem = line,
-                    "new config refused; the old one keeps running"
-                );
-            }
+            daemon::log_refused(&e.to_string());
             None
         }
     }
@@ -311,31 +237,47 @@ fn reload(config: &config::whomp::Config, live: &Current, certs: &[Arc<Certs>]) 
     );
 }
 
-async fn bind_one(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
+/// whomp as `server::daemon::main` runs it.
+#[derive(Debug)]
+pub struct Whomp;
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
+impl Daemon for Whomp {
+    const NAME: &'static str = "whomp";
+    const IDENT: &'static std::ffi::CStr = c"whomp";
+    const ABOUT: &'static str = "webhook out";
+    type Config = config::whomp::Config;
 
-/// Deletes delivered messages past their retention, now and then.
-async fn prune(spool: Spool, retention: Duration, mut stop: watch::Receiver<bool>) {
-    let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let s = spool.clone();
-        match tokio::task::spawn_blocking(move || s.prune_done(retention)).await {
-            Ok(Ok(n)) if n > 0 => {
-                tracing::info!(removed = n, "pruned delivered messages past retention")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
-            _ => {}
-        }
+    fn load(path: &Path) -> Result<Self::Config, config::ConfigError> {
+        config::load_whomp(path)
+    }
+
+    fn check(config: &Self::Config) -> Result<String, String> {
+        // Rules, DNS and policy are checked the way the daemon builds them.
+        Live::build(config).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} signing keys, {} tokens",
+            config.signing.keys.len(),
+            config.auth.tokens.len()
+        ))
+    }
+
+    fn spool(config: &Self::Config) -> &config::Spool {
+        &config.spool
+    }
+
+    fn admin(config: &Self::Config) -> SocketAddr {
+        config.admin.addr
+    }
+
+    fn log(config: &Self::Config) -> &config::Log {
+        &config.log
+    }
+
+    fn describe(head: &[u8]) -> String {
+        stored::describe(head)
+    }
+
+    async fn serve(path: PathBuf, config: Self::Config) -> Result<(), StartError> {
+        serve(path, config).await
     }
 }

@@ -2,10 +2,8 @@
 //! comes from a closed set (submission outcomes, netguard's rule names, attempt outcomes), and
 //! every series is created up front so a scrape shows zeros rather than nothing.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
-use telemetry::names;
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
+use telemetry::{names, SpoolGauges};
 
 /// Every metric whomp exports.
 #[derive(Clone)]
@@ -15,7 +13,7 @@ pub struct Metrics {
     pub preflight_rejections: IntCounterVec,
     pub delivery_attempts: IntCounterVec,
     pub delivery_duration: Histogram,
-    pub spool_messages: IntGaugeVec,
+    pub spool_messages: SpoolGauges,
     pub dead_letters: IntCounter,
 }
 
@@ -41,63 +39,35 @@ const ATTEMPT_OUTCOMES: [&str; 5] = [
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = telemetry::registry();
-        let submissions = IntCounterVec::new(
-            Opts::new(
-                names::WHOMP_SUBMISSIONS_TOTAL,
-                "Submissions to POST /v1/messages, by outcome.",
-            ),
+        let submissions = telemetry::counter_vec(
+            &registry,
+            names::WHOMP_SUBMISSIONS_TOTAL,
+            "Submissions to POST /v1/messages, by outcome.",
             &["outcome"],
-        )
-        .unwrap_or_else(unreachable);
-        let preflight_rejections = IntCounterVec::new(
-            Opts::new(
-                names::WHOMP_PREFLIGHT_REJECTIONS_TOTAL,
-                "Targets refused by pre-flight, at submission or at an attempt, by rule.",
-            ),
+        );
+        let preflight_rejections = telemetry::counter_vec(
+            &registry,
+            names::WHOMP_PREFLIGHT_REJECTIONS_TOTAL,
+            "Targets refused by pre-flight, at submission or at an attempt, by rule.",
             &["rule"],
-        )
-        .unwrap_or_else(unreachable);
-        let delivery_attempts = IntCounterVec::new(
-            Opts::new(
-                names::WHOMP_DELIVERY_ATTEMPTS_TOTAL,
-                "Delivery attempts, by outcome.",
-            ),
+        );
+        let delivery_attempts = telemetry::counter_vec(
+            &registry,
+            names::WHOMP_DELIVERY_ATTEMPTS_TOTAL,
+            "Delivery attempts, by outcome.",
             &["outcome"],
-        )
-        .unwrap_or_else(unreachable);
-        let delivery_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                names::WHOMP_DELIVERY_DURATION_SECONDS,
-                "Duration of delivery attempts that connected or tried to.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )
-        .unwrap_or_else(unreachable);
-        let spool_messages = IntGaugeVec::new(
-            Opts::new(
-                names::WHOMP_SPOOL_MESSAGES,
-                "Messages in the spool waiting for delivery, by state.",
-            ),
-            &["state"],
-        )
-        .unwrap_or_else(unreachable);
-        let dead_letters = IntCounter::new(
+        );
+        let delivery_duration = telemetry::duration_histogram(
+            &registry,
+            names::WHOMP_DELIVERY_DURATION_SECONDS,
+            "Duration of delivery attempts that connected or tried to.",
+        );
+        let spool_messages = SpoolGauges::new(&registry, names::WHOMP_SPOOL_MESSAGES);
+        let dead_letters = telemetry::counter(
+            &registry,
             names::WHOMP_DEAD_LETTERS_TOTAL,
             "Messages given up on (moved to dead/).",
-        )
-        .unwrap_or_else(unreachable);
-        for collector in [
-            Box::new(submissions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(preflight_rejections.clone()),
-            Box::new(delivery_attempts.clone()),
-            Box::new(delivery_duration.clone()),
-            Box::new(spool_messages.clone()),
-            Box::new(dead_letters.clone()),
-        ] {
-            let _ = registry.register(collector);
-        }
+        );
         for outcome in SUBMISSION_OUTCOMES {
             submissions.with_label_values(&[outcome]);
         }
@@ -107,7 +77,7 @@ impl Metrics {
         for outcome in ATTEMPT_OUTCOMES {
             delivery_attempts.with_label_values(&[outcome]);
         }
-        let metrics = Metrics {
+        Metrics {
             registry,
             submissions,
             preflight_rejections,
@@ -115,9 +85,7 @@ impl Metrics {
             delivery_duration,
             spool_messages,
             dead_letters,
-        };
-        metrics.refresh(spool::Counts::default());
-        metrics
+        }
     }
 
     /// Counts one submission.
@@ -131,19 +99,6 @@ impl Metrics {
             .with_label_values(&[rule.as_str()])
             .inc();
     }
-
-    /// Brings the spool gauges up to date (called before each scrape).
-    pub fn refresh(&self, counts: spool::Counts) {
-        self.spool_messages
-            .with_label_values(&[names::STATE_QUEUED])
-            .set(counts.queued as i64);
-        self.spool_messages
-            .with_label_values(&[names::STATE_RETRYING])
-            .set(counts.retrying as i64);
-        self.spool_messages
-            .with_label_values(&[names::STATE_IN_FLIGHT])
-            .set(counts.in_flight as i64);
-    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,9 +111,4 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
     }
-}
-
-/// Metric construction fails only for invalid names or label sets, which are constants here.
-fn unreachable<T>(e: prometheus::Error) -> T {
-    panic!("invalid metric definition: {e}")
 }

@@ -24,6 +24,8 @@ pub mod exit {
     pub const USAGE: u8 = 64;
     /// A resource is taken: the spool is locked by another process, an address is in use.
     pub const UNAVAILABLE: u8 = 69;
+    /// Something inside failed to start (the runtime, signal handling).
+    pub const SOFTWARE: u8 = 70;
     /// Reading or writing files failed.
     pub const IO: u8 = 74;
 }
@@ -67,7 +69,8 @@ usage:
   {name} spool purge --config FILE --dead  delete every dead message
   {name} --version | --help
 
-exit codes: 0 ok, 1 operation failed, 64 bad usage or config, 69 spool locked or address in use, 74 I/O error
+exit codes: 0 ok, 1 operation failed, 64 bad usage or config, 69 spool locked or address in use,
+            70 internal error, 74 I/O error
 "
     )
 }

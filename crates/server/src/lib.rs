@@ -2,6 +2,7 @@
 //! TLS ([`tls`]), signals, the command line ([`cli`]), and the admin endpoints of the spool.
 
 pub mod cli;
+pub mod daemon;
 pub mod listen;
 pub mod tls;
 

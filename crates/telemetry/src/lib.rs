@@ -16,7 +16,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use tokio::net::TcpListener;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -105,6 +108,77 @@ pub fn registry() -> Registry {
         let _ = registry.register(Box::new(process));
     }
     registry
+}
+
+/// Buckets of the `*_duration_seconds` histograms: 1 ms to 30 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A counter family with `labels`, registered in `registry`.
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| invalid(name, e));
+    register(registry, name, Box::new(metric.clone()));
+    metric
+}
+
+/// A plain counter, registered in `registry`.
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).unwrap_or_else(|e| invalid(name, e));
+    register(registry, name, Box::new(metric.clone()));
+    metric
+}
+
+/// A duration histogram with [`DURATION_BUCKETS`], registered in `registry`.
+pub fn duration_histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
+    let metric = Histogram::with_opts(opts).unwrap_or_else(|e| invalid(name, e));
+    register(registry, name, Box::new(metric.clone()));
+    metric
+}
+
+/// The `*_spool_messages{state}` gauges of a daemon.
+#[derive(Clone)]
+pub struct SpoolGauges(IntGaugeVec);
+
+impl SpoolGauges {
+    pub fn new(registry: &Registry, name: &str) -> SpoolGauges {
+        let opts = Opts::new(
+            name,
+            "Messages in the spool waiting for delivery, by state.",
+        );
+        let metric = IntGaugeVec::new(opts, &["state"]).unwrap_or_else(|e| invalid(name, e));
+        register(registry, name, Box::new(metric.clone()));
+        let gauges = SpoolGauges(metric);
+        gauges.set(0, 0, 0);
+        gauges
+    }
+
+    /// Sets the gauges: queued (never attempted), retrying, and in flight right now.
+    pub fn set(&self, queued: usize, retrying: usize, in_flight: usize) {
+        for (state, n) in [
+            (names::STATE_QUEUED, queued),
+            (names::STATE_RETRYING, retrying),
+            (names::STATE_IN_FLIGHT, in_flight),
+        ] {
+            self.0
+                .with_label_values(&[state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+fn register(registry: &Registry, name: &str, collector: Box<dyn prometheus::core::Collector>) {
+    if let Err(e) = registry.register(collector) {
+        invalid::<()>(name, e);
+    }
+}
+
+/// Metric definitions are constants: an invalid or duplicate one is a programming error that
+/// the first test to start a daemon catches.
+fn invalid<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("invalid metric definition {name}: {e}")
 }
 
 /// Renders a registry in the Prometheus text format.
