@@ -12,10 +12,7 @@ use crate::support::{
 
 /// Metrics the alert rules use that the daemons do not export yet; proposed in docs/operate.md.
 /// The dashboard may not use them.
-const PROPOSED: &[&str] = &[
-    "whimp_spool_oldest_message_age_seconds",
-    "whomp_spool_oldest_message_age_seconds",
-];
+const PROPOSED: &[&str] = &[];
 
 /// Metrics from elsewhere that the rules and the dashboard may use: Prometheus' own `up`, the
 /// process collector, and node_exporter's file system metrics.

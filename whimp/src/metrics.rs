@@ -36,7 +36,11 @@ impl Metrics {
                 names::WHIMP_FORWARD_DURATION_SECONDS,
                 "Duration of forward attempts.",
             ),
-            spool_messages: SpoolGauges::new(&registry, names::WHIMP_SPOOL_MESSAGES),
+            spool_messages: SpoolGauges::new(
+                &registry,
+                names::WHIMP_SPOOL_MESSAGES,
+                names::WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS,
+            ),
             dead_letters: telemetry::counter(
                 &registry,
                 names::WHIMP_DEAD_LETTERS_TOTAL,

@@ -62,7 +62,11 @@ impl Metrics {
             names::WHOMP_DELIVERY_DURATION_SECONDS,
             "Duration of delivery attempts that connected or tried to.",
         );
-        let spool_messages = SpoolGauges::new(&registry, names::WHOMP_SPOOL_MESSAGES);
+        let spool_messages = SpoolGauges::new(
+            &registry,
+            names::WHOMP_SPOOL_MESSAGES,
+            names::WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS,
+        );
         let dead_letters = telemetry::counter(
             &registry,
             names::WHOMP_DEAD_LETTERS_TOTAL,

@@ -250,7 +250,8 @@ pub fn admin(
         readiness: Arc::new(move || ready.unhealthy_reason()),
         refresh: Arc::new(move || {
             let c = counted.counts();
-            gauges.set(c.queued, c.retrying, c.in_flight);
+            let oldest = counted.oldest_age().unwrap_or_default();
+            gauges.set(c.queued, c.retrying, c.in_flight, oldest);
         }),
         extra: Some(crate::spool_admin(spool.clone())),
     })

@@ -651,6 +651,13 @@ impl Spool {
         }
     }
 
+    /// How long the oldest message still to deliver has been waiting, if any (no I/O; a scan of
+    /// the in-memory schedule).
+    pub fn oldest_age(&self) -> Option<Duration> {
+        let oldest = lock(&self.inner.index).oldest_arrival_ms()?;
+        Some(Duration::from_millis(now_ms().saturating_sub(oldest)))
+    }
+
     /// `None` when the spool can store messages; otherwise why not. No I/O.
     pub fn unhealthy_reason(&self) -> Option<String> {
         if self.inner.health.failing.load(Ordering::Acquire) {

@@ -79,6 +79,10 @@ async fn enqueue_writes_the_file_into_new() {
     let status = c.spool.status(key).unwrap();
     assert_eq!(status.state, State::Queued);
     assert_eq!(status.attempts, 0);
+    assert!(c
+        .spool
+        .oldest_age()
+        .is_some_and(|age| age < Duration::from_secs(3600)));
 }
 
 #[tokio::test]
@@ -154,6 +158,7 @@ async fn claim_read_retry_deliver() {
         vec![Some(503), Some(204)]
     );
     assert_eq!(c.spool.counts(), Counts::default());
+    assert_eq!(c.spool.oldest_age(), None, "nothing left to deliver");
 }
 
 #[tokio::test]

@@ -138,34 +138,52 @@ pub fn duration_histogram(registry: &Registry, name: &str, help: &str) -> Histog
     metric
 }
 
-/// The `*_spool_messages{state}` gauges of a daemon.
+/// The spool gauges of a daemon: `*_spool_messages{state}` and
+/// `*_spool_oldest_message_age_seconds`.
 #[derive(Clone)]
-pub struct SpoolGauges(IntGaugeVec);
+pub struct SpoolGauges {
+    messages: IntGaugeVec,
+    oldest: prometheus::Gauge,
+}
 
 impl SpoolGauges {
-    pub fn new(registry: &Registry, name: &str) -> SpoolGauges {
+    pub fn new(registry: &Registry, messages: &str, oldest: &str) -> SpoolGauges {
         let opts = Opts::new(
-            name,
+            messages,
             "Messages in the spool waiting for delivery, by state.",
         );
-        let metric = IntGaugeVec::new(opts, &["state"]).unwrap_or_else(|e| invalid(name, e));
-        register(registry, name, Box::new(metric.clone()));
-        let gauges = SpoolGauges(metric);
-        gauges.set(0, 0, 0);
+        let by_state = IntGaugeVec::new(opts, &["state"]).unwrap_or_else(|e| invalid(messages, e));
+        register(registry, messages, Box::new(by_state.clone()));
+        let help = "Age of the oldest message still to deliver, 0 when none.";
+        let age = prometheus::Gauge::new(oldest, help).unwrap_or_else(|e| invalid(oldest, e));
+        register(registry, oldest, Box::new(age.clone()));
+        let gauges = SpoolGauges {
+            messages: by_state,
+            oldest: age,
+        };
+        gauges.set(0, 0, 0, std::time::Duration::ZERO);
         gauges
     }
 
-    /// Sets the gauges: queued (never attempted), retrying, and in flight right now.
-    pub fn set(&self, queued: usize, retrying: usize, in_flight: usize) {
+    /// Sets the gauges: queued (never attempted), retrying, in flight right now, and the age of
+    /// the oldest message still to deliver.
+    pub fn set(
+        &self,
+        queued: usize,
+        retrying: usize,
+        in_flight: usize,
+        oldest: std::time::Duration,
+    ) {
         for (state, n) in [
             (names::STATE_QUEUED, queued),
             (names::STATE_RETRYING, retrying),
             (names::STATE_IN_FLIGHT, in_flight),
         ] {
-            self.0
+            self.messages
                 .with_label_values(&[state])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.oldest.set(oldest.as_secs_f64());
     }
 }
 

@@ -10,6 +10,8 @@ pub const WHIMP_FORWARD_ATTEMPTS_TOTAL: &str = "whimp_forward_attempts_total";
 pub const WHIMP_FORWARD_DURATION_SECONDS: &str = "whimp_forward_duration_seconds";
 /// Messages in whimp's spool, `{state}`.
 pub const WHIMP_SPOOL_MESSAGES: &str = "whimp_spool_messages";
+/// Age of the oldest message whimp still has to deliver (0 when none).
+pub const WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whimp_spool_oldest_message_age_seconds";
 /// Messages whimp gave up on.
 pub const WHIMP_DEAD_LETTERS_TOTAL: &str = "whimp_dead_letters_total";
 
@@ -23,6 +25,8 @@ pub const WHOMP_DELIVERY_ATTEMPTS_TOTAL: &str = "whomp_delivery_attempts_total";
 pub const WHOMP_DELIVERY_DURATION_SECONDS: &str = "whomp_delivery_duration_seconds";
 /// Messages in whomp's spool, `{state}`.
 pub const WHOMP_SPOOL_MESSAGES: &str = "whomp_spool_messages";
+/// Age of the oldest message whomp still has to deliver (0 when none).
+pub const WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whomp_spool_oldest_message_age_seconds";
 /// Messages whomp gave up on.
 pub const WHOMP_DEAD_LETTERS_TOTAL: &str = "whomp_dead_letters_total";
 
