@@ -792,3 +792,17 @@ fn whomp_values_are_normalised() {
     );
     assert_eq!(config.dns.r#static["hooks.example.com"].len(), 2);
 }
+
+#[test]
+fn whomp_refuses_internal_names_by_default() {
+    let config = whomp_ok("");
+    assert_eq!(
+        config.preflight.reject_hosts,
+        vec!["*.internal", "*.local", "*.home.arpa"]
+    );
+    let replaced = whomp_ok("preflight:\n  reject_hosts: []\n");
+    assert!(
+        replaced.preflight.reject_hosts.is_empty(),
+        "a list in the config replaces the default"
+    );
+}

@@ -113,7 +113,11 @@ impl Default for Preflight {
             allow_http: false,
             methods: vec!["POST".to_owned()],
             ports: vec![443, 8443],
-            reject_hosts: Vec::new(),
+            // Names that only ever mean something inside a network; a list in the config
+            // replaces these (the same defaults as `netguard::Rules::default()`).
+            reject_hosts: ["*.internal", "*.local", "*.home.arpa"]
+                .map(str::to_owned)
+                .to_vec(),
             reject_cidrs: Vec::new(),
             allow_cidrs: Vec::new(),
         }
@@ -341,7 +345,7 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
     }
     let reject_hosts = raw
         .reject_hosts
-        .unwrap_or_default()
+        .unwrap_or_else(|| Preflight::default().reject_hosts)
         .into_iter()
         .enumerate()
         .map(|(i, pattern)| {
