@@ -35,7 +35,13 @@ fn fan_out_with_one_backend_down() {
         down.count() == 5
     });
     wait_for("every copy is done", || whimp.files("done").len() == 10);
-    assert_eq!(whimp.daemon.metric("whimp_spool_oldest_message_age_seconds"), 0.0, "nothing left");
+    assert_eq!(
+        whimp
+            .daemon
+            .metric("whimp_spool_oldest_message_age_seconds"),
+        0.0,
+        "nothing left"
+    );
     let ids = |r: &Receiver| {
         r.received()
             .iter()

@@ -86,16 +86,7 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     harness::write_file(dir, "whimp.yaml", &text)
 }
 
-pub fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
+pub use harness::files_in;
 
 /// A route block forwarding `path` (named `name`) to `urls`, with fast retries for tests.
 pub fn route(name: &str, path: &str, urls: &[String], extra: &str) -> String {

@@ -185,7 +185,6 @@ fn gone_is_dead_at_once_and_the_retry_endpoint_requeues_it() {
         "y",
     ));
     whomp.wait_state(&second, "dead");
-    whomp.point_cli_at_admin();
     let (code, out, err) = whomp.cli(&["spool", "retry", &second]);
     assert_eq!((code, out.trim()), (0, "requeued 1"), "{err}");
     whomp.wait_state(&second, "dead");

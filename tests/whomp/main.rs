@@ -62,16 +62,6 @@ impl Whomp {
         std::fs::write(&self.config, config_text(body)).unwrap();
     }
 
-    /// Writes the running daemon's admin address into its config file, so that spool commands
-    /// that change things reach it (the config says port 0).
-    pub fn point_cli_at_admin(&self) {
-        let text = std::fs::read_to_string(&self.config).unwrap().replace(
-            "admin: { addr: 127.0.0.1:0 }",
-            &format!("admin: {{ addr: {} }}", self.daemon.addr("admin")),
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-
     pub fn submit_addr(&self) -> std::net::SocketAddr {
         self.daemon.addr("submit")
     }
@@ -133,14 +123,7 @@ impl Whomp {
 
     /// File names in a spool folder (`new`, `cur`, `done`, `dead`, `tmp`).
     pub fn files(&self, folder: &str) -> Vec<String> {
-        let mut names: Vec<String> = match std::fs::read_dir(self.spool_dir().join(folder)) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        names.sort();
-        names
+        harness::files_in(&self.spool_dir().join(folder))
     }
 
     pub fn metric(&self, sample: &str) -> f64 {

@@ -200,3 +200,74 @@ fn check_config_reports_problems_with_their_place() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn a_full_disk_refuses_submissions_with_503_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED a_full_disk_refuses_submissions: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let receiver = harness::Receiver::start();
+    let port = receiver.addr.port();
+    let config = harness::write_file(
+        dir.path(),
+        "whomp.yaml",
+        &crate::config_text(&format!(
+            "{}{}",
+            crate::FAST_RETRY,
+            crate::local(&[port], &["hooks.test"])
+        )),
+    );
+    let daemon = harness::Daemon::start(std::path::Path::new(crate::BIN), &config);
+    let submit = |body: &str| {
+        let envelope = crate::envelope("POST", &format!("http://hooks.test:{port}/in"), &[], body);
+        harness::post(
+            daemon.addr("submit"),
+            "/v1/messages",
+            "Content-Type: application/json\r\n",
+            envelope.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(submit("fits").0, 202);
+    let filler = spool.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 600 * 1024]);
+    let big = "z".repeat(64 * 1024);
+    let stored = || {
+        ["new", "cur", "done", "dead"]
+            .iter()
+            .map(|f| harness::files_in(&spool.join(f)).len())
+            .sum::<usize>()
+    };
+    harness::wait_for("the first is delivered", || receiver.count() == 1);
+    let before = stored();
+    for _ in 0..3 {
+        let (status, body) = submit(&big);
+        assert_eq!(status, 503, "never 202 for what was not stored: {body}");
+    }
+    assert_eq!(stored(), before, "nothing was stored");
+    assert_eq!(harness::get(daemon.addr("admin"), "/readyz").0, 503);
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(submit(&big).0, 202, "space is back");
+    assert_eq!(harness::get(daemon.addr("admin"), "/readyz").0, 200);
+    harness::wait_for("the stored ones are delivered", || receiver.count() == 2);
+}
