@@ -10,89 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{free_port, wait_for, Daemon, Misbehaving, Misbehaviour, Receiver};
+use harness::{free_port, try_post, wait_for, Daemon, Load, Misbehaving, Misbehaviour, Receiver};
 
 use crate::{route, Whimp, BIN, FAST_RETRY};
 
-/// Posts numbered bodies in a loop from `senders` threads until stopped, to whatever address
-/// `target` holds; records which numbers were acknowledged.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    acked: Arc<Mutex<BTreeSet<u64>>>,
-    refused: Arc<Mutex<BTreeMap<u16, u64>>>,
-    sent: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Load {
-    fn start(target: Arc<Mutex<SocketAddr>>, path: &'static str, senders: u64) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
-        let refused: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
-        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let threads = (0..senders)
-            .map(|t| {
-                let (stop, acked, refused, sent, target) = (
-                    stop.clone(),
-                    acked.clone(),
-                    refused.clone(),
-                    sent.clone(),
-                    target.clone(),
-                );
-                std::thread::spawn(move || {
-                    let mut n = t;
-                    while !stop.load(Ordering::SeqCst) {
-                        let addr = *target.lock().unwrap();
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        match try_post(addr, path, format!("soak-{n}").as_bytes()) {
-                            Some(200) => {
-                                acked.lock().unwrap().insert(n);
-                            }
-                            Some(code) => *refused.lock().unwrap().entry(code).or_default() += 1,
-                            None => std::thread::sleep(Duration::from_millis(5)),
-                        }
-                        n += senders;
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            threads,
-            acked,
-            refused,
-            sent,
-        }
+/// One numbered POST of `soak-<n>` to whatever address `target` holds now.
+fn post_to(
+    target: Arc<Mutex<SocketAddr>>,
+    path: &'static str,
+) -> impl Fn(u64) -> Option<u16> + Send + Sync + 'static {
+    move |n| {
+        let addr = *target.lock().unwrap();
+        try_post(addr, path, "", format!("soak-{n}").as_bytes())
     }
-
-    /// Stops the senders; returns (sent, acknowledged numbers, refusals by status).
-    fn finish(self) -> (u64, BTreeSet<u64>, BTreeMap<u16, u64>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let acked = self.acked.lock().unwrap().clone();
-        let refused = self.refused.lock().unwrap().clone();
-        (self.sent.load(Ordering::SeqCst), acked, refused)
-    }
-}
-
-/// One POST on its own connection; `None` when the daemon is not there or the answer is cut.
-fn try_post(addr: SocketAddr, path: &str, body: &[u8]) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    s.write_all(&req).ok()?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).ok()?;
-    let text = String::from_utf8_lossy(&answer);
-    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
 /// Counts what a receiver got: (distinct numbers, duplicates).
@@ -145,7 +75,7 @@ fn repeated_sigkill_under_load_loses_nothing() {
         route("soak", "/soak/K", &[backend.url("/in")], "")
     ));
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
-    let load = Load::start(target.clone(), "/soak/K", 8);
+    let load = Load::start(8, post_to(target.clone(), "/soak/K"));
     let mut rng = std::process::id() as u64 | 1;
     for _ in 0..kills {
         rng ^= rng << 13;
@@ -157,7 +87,11 @@ fn repeated_sigkill_under_load_loses_nothing() {
         *target.lock().unwrap() = whimp.daemon.addr("public");
     }
     std::thread::sleep(Duration::from_millis(200));
-    let (sent, acked, refused) = load.finish();
+    let harness::Tally {
+        sent,
+        acked,
+        refused,
+    } = load.finish();
     assert!(acked.len() > kills, "the load got through between kills");
     let duplicates = account(&format!("{kills} kills"), sent, &acked, &backend, &refused);
     // A duplicate needs a delivery in flight at a kill: each kill can cause at most the
@@ -179,9 +113,13 @@ fn misbehaving_backends_then_recovery() {
             "{FAST_RETRY}routes:\n  - path: /m/K\n    name: m\n    backends: [{{ url: \"http://{addr}/in\", timeout: 1s }}]\n"
         ));
         let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
-        let load = Load::start(target, "/m/K", 4);
+        let load = Load::start(4, post_to(target.clone(), "/m/K"));
         wait_for("attempts reach the bad backend", || bad.connections() >= 5);
-        let (sent, acked, refused) = load.finish();
+        let harness::Tally {
+            sent,
+            acked,
+            refused,
+        } = load.finish();
         assert!(
             whimp.files("done").is_empty(),
             "{how:?}: nothing counts as delivered"
@@ -211,7 +149,7 @@ fn reload_under_load_keeps_answering_and_delivering() {
     let config = |url: String| format!("{FAST_RETRY}routes:\n{}", route("r", "/r/K", &[url], ""));
     let whimp = Whimp::start(&config(a.url("/in")));
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
-    let load = Load::start(target, "/r/K", 4);
+    let load = Load::start(4, post_to(target.clone(), "/r/K"));
     for i in 0..10 {
         let url = if i % 2 == 0 {
             b.url("/in")
@@ -224,8 +162,16 @@ fn reload_under_load_keeps_answering_and_delivering() {
         wait_for("the reload is done", || {
             whimp.daemon.output().matches("config reloaded").count() >= reloads
         });
+        let before = a.count() + b.count();
+        wait_for("forwards go on after the reload", || {
+            a.count() + b.count() > before + 2
+        });
     }
-    let (sent, acked, refused) = load.finish();
+    let harness::Tally {
+        sent,
+        acked,
+        refused,
+    } = load.finish();
     assert!(
         refused.is_empty(),
         "no request refused during reloads: {refused:?}"
@@ -289,7 +235,7 @@ fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     );
     let daemon = Daemon::start(std::path::Path::new(BIN), &config);
     let target = Arc::new(Mutex::new(daemon.addr("public")));
-    let load = Load::start(target, "/d/K", 4);
+    let load = Load::start(4, post_to(target.clone(), "/d/K"));
     let filler = spool.join("filler");
     wait_for("some requests are stored", || {
         crate::files_in(&spool.join("cur")).len() + crate::files_in(&spool.join("new")).len() > 20
@@ -303,7 +249,11 @@ fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     wait_for("ready again once space is back", || {
         harness::get(daemon.addr("admin"), "/readyz").0 == 200
     });
-    let (sent, acked, refused) = load.finish();
+    let harness::Tally {
+        sent,
+        acked,
+        refused,
+    } = load.finish();
     hold.store(false, Ordering::SeqCst);
     assert!(
         refused.get(&503).copied().unwrap_or(0) > 0,

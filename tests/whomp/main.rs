@@ -8,6 +8,7 @@ mod isolated;
 mod ops;
 mod preflight;
 mod signing;
+mod soak;
 mod submit;
 mod tls;
 

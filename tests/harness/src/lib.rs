@@ -596,3 +596,103 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+// ------------------------------------------------------------------ steady load
+
+/// Steady load for fault tests: `senders` threads call `send(n)` with distinct numbers until
+/// stopped, and record which numbers were acknowledged (2xx) and how others were answered.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+    refused: Arc<Mutex<std::collections::BTreeMap<u16, u64>>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub sent: u64,
+    /// The numbers answered 2xx.
+    pub acked: std::collections::BTreeSet<u64>,
+    /// Other answers by status (no answer at all is not counted here).
+    pub refused: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Load {
+    /// `send(n)` makes one request and returns its status, or `None` when nothing answered.
+    pub fn start(senders: u64, send: impl Fn(u64) -> Option<u16> + Send + Sync + 'static) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let send = Arc::new(send);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<std::collections::BTreeSet<u64>>> = Arc::default();
+        let refused: Arc<Mutex<std::collections::BTreeMap<u16, u64>>> = Arc::default();
+        let sent = Arc::new(AtomicU64::new(0));
+        let threads = (0..senders)
+            .map(|t| {
+                let (stop, acked, refused, sent, send) = (
+                    stop.clone(),
+                    acked.clone(),
+                    refused.clone(),
+                    sent.clone(),
+                    send.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut n = t;
+                    while !stop.load(Ordering::SeqCst) {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match send(n) {
+                            Some(code) if (200..300).contains(&code) => {
+                                acked.lock().unwrap().insert(n);
+                            }
+                            Some(code) => *refused.lock().unwrap().entry(code).or_default() += 1,
+                            None => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                        n += senders;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            threads,
+            acked,
+            refused,
+            sent,
+        }
+    }
+
+    /// Stops the senders and returns what they saw.
+    pub fn finish(self) -> Tally {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        let refused = self.refused.lock().unwrap().clone();
+        Tally {
+            sent: self.sent.load(Ordering::SeqCst),
+            acked,
+            refused,
+        }
+    }
+}
+
+/// One POST on its own connection with extra header lines (each ending in CRLF); the status, or
+/// `None` when the daemon is not there or the answer is cut.
+pub fn try_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
