@@ -105,8 +105,11 @@ enum Event<P> {
         /// A destination slot was already reserved for it (it came from a wait queue).
         reserved: Option<Arc<str>>,
     },
+    /// An attempt's request is over (answered, failed or timed out): its destination slot is
+    /// free, while recording the outcome still holds the message's place in `concurrency`.
+    Sent { destination: Arc<str> },
     /// An attempt (or a refusal) was recorded in the spool.
-    AttemptDone { destination: Option<Arc<str>> },
+    AttemptDone,
 }
 
 /// Runs delivery until `shutdown` resolves, then drains within `limits.grace`.
@@ -175,24 +178,22 @@ pub async fn run<C: Courier>(
                         record_refusal(&spool, &courier, &tx, claim, refused);
                     }
                 },
-                Event::AttemptDone { destination } => {
-                    state.active -= 1;
-                    if let Some(d) = destination {
-                        // Hand the slot straight to the next message waiting for this destination.
-                        match state.waiting.get_mut(&d).and_then(VecDeque::pop_front) {
-                            Some(next) if state.active < concurrency => {
-                                state.active += 1;
-                                prepare(&spool, &courier, &tx, next, Some(d.clone()));
-                            }
-                            Some(next) => {
-                                state.waiting.entry(d.clone()).or_default().push_front(next);
-                                state.release_slot(&d);
-                            }
-                            None => state.release_slot(&d),
+                Event::AttemptDone => state.active -= 1,
+                Event::Sent { destination: d } => {
+                    // Hand the slot straight to the next message waiting for this destination.
+                    match state.waiting.get_mut(&d).and_then(VecDeque::pop_front) {
+                        Some(next) if state.active < concurrency => {
+                            state.active += 1;
+                            prepare(&spool, &courier, &tx, next, Some(d.clone()));
                         }
-                        if state.waiting.get(&d).is_some_and(VecDeque::is_empty) {
-                            state.waiting.remove(&d);
+                        Some(next) => {
+                            state.waiting.entry(d.clone()).or_default().push_front(next);
+                            state.release_slot(&d);
                         }
+                        None => state.release_slot(&d),
+                    }
+                    if state.waiting.get(&d).is_some_and(VecDeque::is_empty) {
+                        state.waiting.remove(&d);
                     }
                 }
             },
@@ -212,7 +213,8 @@ pub async fn run<C: Courier>(
     let deadline = Instant::now() + limits.grace;
     while state.active > 0 {
         match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-            Ok(Some(Event::AttemptDone { .. })) => state.active -= 1,
+            Ok(Some(Event::AttemptDone)) => state.active -= 1,
+            Ok(Some(Event::Sent { .. })) => {}
             Ok(Some(Event::Prepared { claim, .. })) => {
                 state.active -= 1;
                 spool.release(claim);
@@ -322,6 +324,11 @@ fn attempt<C: Courier>(
         let at_ms = now_ms();
         let started = Instant::now();
         let sent = courier.send(ready.payload).await;
+        // The destination's slot bounds requests to it, not our bookkeeping: free it now, so
+        // that its next message does not wait for this outcome's flush.
+        let _ = tx.send(Event::Sent {
+            destination: ready.destination.clone(),
+        });
         let attempt = Attempt {
             at_ms,
             target: sent.target.clone(),
@@ -341,9 +348,7 @@ fn attempt<C: Courier>(
         };
         courier.observe(&ready.destination, &attempt, &finished);
         conclude(&spool, claim, &attempt, finished).await;
-        let _ = tx.send(Event::AttemptDone {
-            destination: Some(ready.destination),
-        });
+        let _ = tx.send(Event::AttemptDone);
     });
 }
 
@@ -376,7 +381,7 @@ fn record_refusal<C: Courier>(
         };
         courier.observe("", &attempt, &finished);
         conclude(&spool, claim, &attempt, finished).await;
-        let _ = tx.send(Event::AttemptDone { destination: None });
+        let _ = tx.send(Event::AttemptDone);
     });
 }
 
