@@ -28,12 +28,14 @@ pub(crate) struct Settings {
     pub(crate) runs: usize,
     /// Backend of the ingest runs: `down` (nothing listens) or `hold` (accepts, never answers).
     pub(crate) backend: String,
+    /// whimp's `delivery.max_in_flight_per_backend` in the runs that deliver (default: whimp's).
+    pub(crate) per_backend: Option<usize>,
     /// Messages in the biggest scale step.
     pub(crate) scale_max: usize,
 }
 
 const USAGE: &str = "usage: bench <scenario>... [--seconds N] [--warmup N] [--runs N] [--dir PATH]
-                    [--bin-dir PATH] [--backend down|hold] [--scale-max N]
+                    [--bin-dir PATH] [--backend hold|down] [--scale-max N] [--per-backend N]
 scenarios: ingest e2e whomp scale size machine all
   --seconds N   length of each measured window (default 5)
   --warmup N    seconds of load before each window (default 1)
@@ -43,7 +45,12 @@ scenarios: ingest e2e whomp scale size machine all
   --backend B   whimp's backend during ingest: hold (default: accepts, never answers,
                 delivery concurrency 1, so nothing competes) or down (nothing listens)
   --scale-max N messages in the biggest scale step (default 1000000)
+  --per-backend N  whimp's delivery.max_in_flight_per_backend when delivering
+                (default: whimp's default, 16)
 ";
+
+/// Pause between scenarios, after the previous one removed its files.
+const SETTLE: Duration = Duration::from_secs(45);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,7 +70,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    for scenario in scenarios {
+    for (i, scenario) in scenarios.iter().enumerate() {
+        if i > 0 && scenarios[i - 1] != "machine" {
+            // Deleting the last scenario's files slows file creation for about 30 s here.
+            println!("\nletting the disk settle for {SETTLE:?}…\n");
+            std::thread::sleep(SETTLE);
+        }
         let result = match scenario.as_str() {
             "machine" => scenarios::machine(&settings),
             "ingest" => scenarios::ingest(&settings),
@@ -94,6 +106,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
         runs: 3,
         backend: "hold".into(),
         scale_max: 1_000_000,
+        per_backend: None,
     };
     let mut scenarios = Vec::new();
     let mut it = args.iter();
@@ -114,6 +127,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
             "--dir" => s.base = PathBuf::from(value(arg)?),
             "--bin-dir" => s.bin_dir = PathBuf::from(value(arg)?),
             "--scale-max" => s.scale_max = number(arg, value(arg)?)?.max(1000) as usize,
+            "--per-backend" => s.per_backend = Some(number(arg, value(arg)?)?.max(1) as usize),
             "--backend" => {
                 s.backend = value(arg)?;
                 if s.backend != "down" && s.backend != "hold" {

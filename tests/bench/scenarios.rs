@@ -129,6 +129,21 @@ fn tempdir(s: &Settings, keep: &mut Vec<TempDir>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Removes a scenario's temporary directories, saying so: with hundreds of thousands of files
+/// this takes minutes here, and the disk stays slow for a while after (run scenarios apart, or
+/// let it settle before the next).
+fn clean_up(keep: Vec<TempDir>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("\nremoving {} temporary directories…", keep.len());
+    for dir in keep {
+        let path = dir.path().to_path_buf();
+        dir.close()
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    println!("removed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn bin(s: &Settings, name: &str) -> anyhow::Result<PathBuf> {
     let path = s.bin_dir.join(name);
     anyhow::ensure!(
@@ -178,6 +193,17 @@ fn start_whimp(
         &dir.join("whimp.log"),
         READY_DEADLINE,
     )
+}
+
+/// The `delivery:` section of runs that deliver: whimp's defaults unless `--per-backend` is given.
+fn delivery_config(s: &Settings) -> String {
+    match s.per_backend {
+        Some(n) => format!(
+            "delivery: {{ concurrency: {}, max_in_flight_per_backend: {n} }}\n",
+            n.max(64)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Size of a file whimp stored (the disk loops write files of the same size).
@@ -335,7 +361,7 @@ pub(crate) fn ingest(s: &Settings) -> anyhow::Result<()> {
             },
         ],
     );
-    Ok(())
+    clean_up(keep)
 }
 
 // ------------------------------------------------------------------ e2e
@@ -355,7 +381,13 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
         let epoch = Instant::now();
         let receiver = Receiver::start(epoch, count, false)?;
         {
-            let whimp = start_whimp(s, &dir, true, &format!("http://{}/in", receiver.addr), "")?;
+            let whimp = start_whimp(
+                s,
+                &dir,
+                true,
+                &format!("http://{}/in", receiver.addr),
+                &delivery_config(s),
+            )?;
             let target = Target::post(whimp.addr("public")?, ROUTE_PATH, BODY);
             let load = loadavg();
             let open = load::open_loop(&target, rate, count, CONCURRENCY, epoch)?;
@@ -401,7 +433,13 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
         let dir = tempdir(s, &mut keep)?;
         let receiver = Receiver::start(Instant::now(), 0, false)?;
         {
-            let whimp = start_whimp(s, &dir, true, &format!("http://{}/in", receiver.addr), "")?;
+            let whimp = start_whimp(
+                s,
+                &dir,
+                true,
+                &format!("http://{}/in", receiver.addr),
+                &delivery_config(s),
+            )?;
             let target = Target::post(whimp.addr("public")?, ROUTE_PATH, BODY);
             let (warmup, measure) = (s.warmup, s.measure);
             let load = loadavg();
@@ -452,7 +490,7 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
             goal: 1.0,
         }],
     );
-    Ok(())
+    clean_up(keep)
 }
 
 // ------------------------------------------------------------------ whomp
@@ -547,7 +585,7 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
             },
         ],
     );
-    Ok(())
+    clean_up(keep)
 }
 
 fn start_whomp(
@@ -656,7 +694,13 @@ pub(crate) fn scale(s: &Settings) -> anyhow::Result<()> {
         )?;
         let receiver = Receiver::start(Instant::now(), drain_n, false)?;
         let load = loadavg();
-        let whimp = start_whimp(s, &dir, true, &format!("http://{}/in", receiver.addr), "")?;
+        let whimp = start_whimp(
+            s,
+            &dir,
+            true,
+            &format!("http://{}/in", receiver.addr),
+            &delivery_config(s),
+        )?;
         let ready = Instant::now();
         let mut peak = 0;
         let deadline = ready + Duration::from_secs(600);
@@ -735,7 +779,7 @@ pub(crate) fn scale(s: &Settings) -> anyhow::Result<()> {
         }
     }
     f.print("scale of the spool");
-    Ok(())
+    clean_up(keep)
 }
 
 fn now_ms() -> u64 {
@@ -781,5 +825,5 @@ pub(crate) fn size(s: &Settings) -> anyhow::Result<()> {
         }
     }
     f.print("size and start-up");
-    Ok(())
+    clean_up(keep)
 }
