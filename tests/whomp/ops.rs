@@ -205,28 +205,10 @@ fn check_config_reports_problems_with_their_place() {
 fn a_full_disk_refuses_submissions_with_503_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
-        .arg(&spool)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!(
-            "SKIPPED a_full_disk_refuses_submissions: cannot mount a tmpfs here (needs root)"
-        );
+    let Some(_disk) = harness::Tmpfs::mount(&spool, "512k") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(spool.clone());
+    };
+
     let receiver = harness::Receiver::start();
     let port = receiver.addr.port();
     let config = harness::write_file(

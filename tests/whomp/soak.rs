@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{free_port, try_post, wait_for, Load, Misbehaving, Misbehaviour, Receiver, Tally};
+use harness::{free_port, try_post, wait_for, Load, Misbehaving, Misbehaviour, Receiver};
 
 use crate::{envelope, local, Whomp, FAST_RETRY};
 
@@ -28,39 +28,6 @@ fn submit_to(
             body.as_bytes(),
         )
     }
-}
-
-/// (distinct numbers, duplicates) a receiver got.
-fn delivered(receiver: &Receiver) -> (BTreeSet<u64>, usize) {
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    for r in receiver.received() {
-        let n = String::from_utf8_lossy(&r.body)
-            .trim_start_matches("soak-")
-            .parse()
-            .unwrap();
-        if !seen.insert(n) {
-            duplicates += 1;
-        }
-    }
-    (seen, duplicates)
-}
-
-fn account(what: &str, tally: &Tally, receiver: &Receiver) -> usize {
-    wait_for("every accepted message is delivered", || {
-        tally.acked.is_subset(&delivered(receiver).0)
-    });
-    let (got, duplicates) = delivered(receiver);
-    let lost = tally.acked.difference(&got).count();
-    println!(
-        "soak {what}: sent {}, accepted {}, delivered {}, duplicates {duplicates}, lost {lost}, refused {:?}",
-        tally.sent,
-        tally.acked.len(),
-        got.len(),
-        tally.refused
-    );
-    assert_eq!(lost, 0);
-    duplicates
 }
 
 #[test]
@@ -92,7 +59,7 @@ fn repeated_sigkill_under_load_loses_nothing() {
         tally.acked.len() > kills,
         "the load got through between kills"
     );
-    let duplicates = account(&format!("{kills} kills"), &tally, &receiver);
+    let duplicates = tally.account(&format!("{kills} kills"), &[&receiver]);
     assert!(duplicates <= kills * 64, "{duplicates} duplicates");
 }
 
@@ -120,7 +87,7 @@ fn misbehaving_receivers_then_recovery() {
         );
         drop(bad);
         let good = Receiver::start_on(addr);
-        let duplicates = account(&format!("{how:?} receiver"), &tally, &good);
+        let duplicates = tally.account(&format!("{how:?} receiver"), &[&good]);
         assert_eq!(
             duplicates, 0,
             "{how:?}: failed attempts never count as delivered"
@@ -160,7 +127,7 @@ fn reload_under_load_keeps_accepting_and_delivering() {
         "no submission refused during reloads: {:?}",
         tally.refused
     );
-    account("reload", &tally, &receiver);
+    tally.account("reload", &[&receiver]);
     let agents: BTreeSet<String> = receiver
         .received()
         .iter()

@@ -696,3 +696,86 @@ pub fn try_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Opt
     let text = String::from_utf8_lossy(&answer);
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
+
+impl Receiver {
+    /// The numbers of the `soak-<n>` bodies received, and how many arrived more than once.
+    pub fn numbered(&self) -> (std::collections::BTreeSet<u64>, usize) {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut duplicates = 0;
+        for r in self.received() {
+            let Some(n) = String::from_utf8_lossy(&r.body)
+                .strip_prefix("soak-")
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            if !seen.insert(n) {
+                duplicates += 1;
+            }
+        }
+        (seen, duplicates)
+    }
+}
+
+impl Tally {
+    /// Waits until every acknowledged number reached one of `receivers`, prints the totals
+    /// (`what`: sent, acknowledged, delivered, duplicates, lost) and asserts lost = 0.
+    /// Returns the duplicates.
+    pub fn account(&self, what: &str, receivers: &[&Receiver]) -> usize {
+        let delivered = || {
+            let mut all = std::collections::BTreeSet::new();
+            let mut duplicates = 0;
+            for r in receivers {
+                let (got, dup) = r.numbered();
+                duplicates += dup + got.iter().filter(|n| all.contains(*n)).count();
+                all.extend(got);
+            }
+            (all, duplicates)
+        };
+        wait_for("every acknowledged message is delivered", || {
+            self.acked.is_subset(&delivered().0)
+        });
+        let (got, duplicates) = delivered();
+        let lost = self.acked.difference(&got).count();
+        println!(
+            "soak {what}: sent {}, acknowledged {}, delivered {}, duplicates {duplicates}, lost {lost}, refused {:?}",
+            self.sent,
+            self.acked.len(),
+            got.len(),
+            self.refused
+        );
+        assert_eq!(lost, 0, "{what}: acknowledged and lost");
+        duplicates
+    }
+}
+
+// ------------------------------------------------------------------ a small disk
+
+/// A tmpfs mounted for a test (a disk that fills up); unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `512k`) at `at`; `None` where mounting is not allowed
+    /// (not root), after saying SKIPPED on stderr.
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs at {} here (needs root)",
+                at.display()
+            );
+        }
+        mounted.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
