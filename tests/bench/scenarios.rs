@@ -237,7 +237,7 @@ pub(crate) fn machine(s: &Settings) -> anyhow::Result<()> {
         std::process::Command::new(cmd)
             .args(args)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
             .unwrap_or_else(|e| format!("({cmd}: {e})"))
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
