@@ -157,18 +157,14 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         per_destination: config.delivery.max_in_flight_per_backend,
         grace: GRACE,
     };
-    tasks.spawn(delivery::run(
-        spool.clone(),
+    daemon::deliver_and_announce_ready(
+        &mut tasks,
+        &spool,
         forwarder,
         delivery_limits,
-        daemon::stopped(stop_rx.clone()),
-    ));
-    tasks.spawn(daemon::prune(
-        spool.clone(),
         config.spool.retention,
-        stop_rx.clone(),
-    ));
-    daemon::ready();
+        &stop_rx,
+    );
     let counts = spool.counts();
     tracing::info!(
         routes = config.routes.len(),

@@ -145,18 +145,14 @@ pub async fn run(
         per_destination: config.limits.max_in_flight_per_host,
         grace: GRACE,
     };
-    tasks.spawn(delivery::run(
-        spool.clone(),
+    daemon::deliver_and_announce_ready(
+        &mut tasks,
+        &spool,
         courier,
         delivery_limits,
-        daemon::stopped(stop_rx.clone()),
-    ));
-    tasks.spawn(daemon::prune(
-        spool.clone(),
         config.spool.retention,
-        stop_rx.clone(),
-    ));
-    daemon::ready();
+        &stop_rx,
+    );
     let counts = spool.counts();
     tracing::info!(
         spool = %config.spool.dir.display(),

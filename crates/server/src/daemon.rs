@@ -222,6 +222,26 @@ pub fn announce_endpoint(what: &str, endpoint: &Endpoint) -> Result<SocketAddr, 
     Ok(addr)
 }
 
+/// Starts the work beside the listeners, the delivery loop over `spool` and the pruning of
+/// `done/`, both stopping with `stop`; then prints `ready`.
+pub fn deliver_and_announce_ready<C: delivery::Courier>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    spool: &Spool,
+    courier: Arc<C>,
+    limits: delivery::Limits,
+    retention: Duration,
+    stop: &watch::Receiver<bool>,
+) {
+    tasks.spawn(delivery::run(
+        spool.clone(),
+        courier,
+        limits,
+        stopped(stop.clone()),
+    ));
+    tasks.spawn(prune(spool.clone(), retention, stop.clone()));
+    ready();
+}
+
 /// Prints the final `ready` line: every listener is bound and announced.
 pub fn ready() {
     use std::io::Write;
