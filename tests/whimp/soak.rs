@@ -28,10 +28,7 @@ fn post_to(
 
 #[test]
 fn repeated_sigkill_under_load_loses_nothing() {
-    let kills: usize = std::env::var("WHIMP_SOAK_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let kills = harness::kills_from_env("WHIMP_SOAK_KILLS");
     let backend = Receiver::start();
     let mut whimp = Whimp::start(&format!(
         "{FAST_RETRY}routes:\n{}",
@@ -39,16 +36,10 @@ fn repeated_sigkill_under_load_loses_nothing() {
     ));
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
     let load = Load::start(8, post_to(target.clone(), "/soak/K"));
-    let mut rng = std::process::id() as u64 | 1;
-    for _ in 0..kills {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        // Let it run a random while under load, then kill it mid-whatever.
-        std::thread::sleep(Duration::from_millis(50 + rng % 250));
+    harness::kill_at_random_moments(kills, || {
         whimp.restart();
         *target.lock().unwrap() = whimp.daemon.addr("public");
-    }
+    });
     std::thread::sleep(Duration::from_millis(200));
     let tally = load.finish();
     assert!(

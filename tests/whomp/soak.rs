@@ -32,10 +32,7 @@ fn submit_to(
 
 #[test]
 fn repeated_sigkill_under_load_loses_nothing() {
-    let kills: usize = std::env::var("WHOMP_SOAK_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let kills = harness::kills_from_env("WHOMP_SOAK_KILLS");
     let receiver = Receiver::start();
     let port = receiver.addr.port();
     let mut whomp = Whomp::start(&format!("{FAST_RETRY}{}", local(&[port], &["hooks.test"])));
@@ -44,15 +41,10 @@ fn repeated_sigkill_under_load_loses_nothing() {
         8,
         submit_to(target.clone(), format!("http://hooks.test:{port}/in")),
     );
-    let mut rng = std::process::id() as u64 | 1;
-    for _ in 0..kills {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(50 + rng % 250));
+    harness::kill_at_random_moments(kills, || {
         whomp.restart();
         *target.lock().unwrap() = whomp.submit_addr();
-    }
+    });
     std::thread::sleep(Duration::from_millis(200));
     let tally = load.finish();
     assert!(

@@ -779,3 +779,24 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The number of kills of a fault test: `env_var` if set, else 20 (what CI runs).
+pub fn kills_from_env(env_var: &str) -> usize {
+    std::env::var(env_var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Calls `kill_and_restart` `kills` times, each after a random 50–300 ms of running under load,
+/// so the kills land anywhere: mid-write, mid-flush, mid-rename, mid-delivery.
+pub fn kill_at_random_moments(kills: usize, mut kill_and_restart: impl FnMut()) {
+    let mut rng = u64::from(std::process::id()) | 1;
+    for _ in 0..kills {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(50 + rng % 250));
+        kill_and_restart();
+    }
+}
