@@ -354,28 +354,34 @@ impl Spool {
         let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         let fsync = self.inner.fsync;
         let (write_tmp, write_root, write_names) = (tmp.clone(), root.clone(), names.clone());
-        let written = tokio::task::spawn_blocking(
-            move || -> Result<Option<File>, (&'static str, io::Error)> {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&write_tmp)
-                    .map_err(|e| ("write", e))?;
-                if let Err(e) = file.write_all(&content) {
-                    let _ = fs::remove_file(&write_tmp);
-                    return Err(("write", e));
-                }
-                if fsync {
-                    return Ok(Some(file));
-                }
-                // Without fsync there is nothing to group: publish right here, in parallel.
-                Committer::publish(&write_root, &write_tmp, &write_names)
-                    .map_err(|e| ("rename", e))?;
-                Ok(None)
-            },
-        )
-        .await
-        .map_err(|e| fail("write", io::Error::other(e)))?;
+        let write = move || -> Result<Option<File>, (&'static str, io::Error)> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&write_tmp)
+                .map_err(|e| ("write", e))?;
+            if let Err(e) = file.write_all(&content) {
+                let _ = fs::remove_file(&write_tmp);
+                return Err(("write", e));
+            }
+            if fsync {
+                return Ok(Some(file));
+            }
+            // Without fsync there is nothing to group: publish right here.
+            Committer::publish(&write_root, &write_tmp, &write_names).map_err(|e| ("rename", e))?;
+            Ok(None)
+        };
+        let written = if fsync {
+            // File creation can wait on a journal commit; keep that off the async workers.
+            tokio::task::spawn_blocking(write)
+                .await
+                .map_err(|e| fail("write", io::Error::other(e)))?
+        } else {
+            // Without flushes a create, write and rename into the page cache take microseconds:
+            // cheaper done here than handed to another thread and back (measured in
+            // BENCHMARKS.md, ingest without fsync).
+            write()
+        };
         match written {
             Err((step, e)) => {
                 let reason = format!("{step} failed in {}: {e}", self.inner.root.display());
@@ -409,13 +415,10 @@ impl Spool {
 
     async fn submit(&self, op: Op) -> Result<(), commit::Failure> {
         if let (false, Op::Move { from, to }) = (self.inner.fsync, &op) {
-            // Nothing to group without fsync: one rename, off the async workers.
+            // Nothing to group without fsync: one rename into the page cache, done here.
             let from = self.inner.root.join(from.0.name()).join(&from.1);
             let to = self.inner.root.join(to.0.name()).join(&to.1);
-            let renamed = tokio::task::spawn_blocking(move || fs::rename(from, to))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-            return renamed.map_err(|error| commit::Failure {
+            return fs::rename(from, to).map_err(|error| commit::Failure {
                 error,
                 step: "rename",
                 renamed: false,
@@ -497,15 +500,22 @@ impl Spool {
             let path = self.attempts_path(&claim.key);
             let mut line = serde_json::to_vec(attempt).unwrap_or_default();
             line.push(b'\n');
-            let appended = tokio::task::spawn_blocking(move || {
+            let append = move || {
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?
                     .write_all(&line)
-            })
-            .await;
-            if let Ok(Err(e)) | Err(e) = appended.map_err(io::Error::other) {
+            };
+            // As in `enqueue`: without fsync, small file operations are done in place.
+            let appended = if self.inner.fsync {
+                tokio::task::spawn_blocking(append)
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+            } else {
+                append()
+            };
+            if let Err(e) = appended {
                 tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
             }
         }
