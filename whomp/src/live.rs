@@ -43,17 +43,21 @@ pub enum LiveError {
     Client(String),
 }
 
+/// The `preflight:` section as netguard's rules.
+fn rules(p: &config::whomp::Preflight) -> Rules {
+    Rules {
+        allow_http: p.allow_http,
+        methods: p.methods.clone(),
+        ports: p.ports.clone(),
+        reject_hosts: p.reject_hosts.clone(),
+        reject_cidrs: p.reject_cidrs.clone(),
+        allow_cidrs: p.allow_cidrs.clone(),
+    }
+}
+
 impl Live {
     pub fn build(config: &config::whomp::Config) -> Result<Live, LiveError> {
-        let p = &config.preflight;
-        let rules = Rules {
-            allow_http: p.allow_http,
-            methods: p.methods.clone(),
-            ports: p.ports.clone(),
-            reject_hosts: p.reject_hosts.clone(),
-            reject_cidrs: p.reject_cidrs.clone(),
-            allow_cidrs: p.allow_cidrs.clone(),
-        };
+        let rules = rules(&config.preflight);
         rules.validate()?;
         let fixed: HashMap<String, Vec<IpAddr>> = config
             .dns
@@ -216,6 +220,15 @@ impl reqwest::dns::Resolve for CheckedAddrs {
 mod tests {
     use super::*;
     use reqwest::dns::Resolve as _;
+
+    #[test]
+    fn config_defaults_are_netguards_defaults() {
+        // Both crates spell the design's defaults; this keeps them from drifting apart.
+        assert_eq!(
+            rules(&config::whomp::Preflight::default()),
+            Rules::default()
+        );
+    }
 
     fn config(text: &str) -> config::whomp::Config {
         config::parse_whomp(text, std::path::Path::new("/tmp/whomp.yaml")).unwrap()
