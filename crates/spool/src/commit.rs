@@ -6,13 +6,19 @@
 //! each directory it touched once, and only then answers every job. So N requests that arrive
 //! together cost two flushes, not 2N, and none is answered before its own file and directory
 //! entry are durable. A failed flush fails every job it covered: nothing is retried and trusted.
+//!
+//! State changes after a delivery attempt do not wait here: the spool renames in place and sets
+//! the folders' bits in `dirty` (sending an [`Op::Flush`] to wake this thread if no flush of them
+//! was pending), and every group fsyncs the dirty folders with its own.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -36,6 +42,11 @@ impl Folder {
         Folder::Done,
         Folder::Dead,
     ];
+
+    /// This folder's bit in the committer's `dirty` mask.
+    pub(crate) fn bit(self) -> u8 {
+        1 << self as u8
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -62,6 +73,8 @@ pub(crate) enum Op {
         from: (Folder, String),
         to: (Folder, String),
     },
+    /// Nothing of its own: flush the folders marked dirty (and answer once they are).
+    Flush,
 }
 
 /// What went wrong with one job, and whether its rename had already happened.
@@ -80,10 +93,19 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 
+impl Job {
+    /// A flush nobody waits for: sent by [`crate::Spool::finish`] to have its folders flushed.
+    fn is_wakeup(&self) -> bool {
+        matches!(self.op, Op::Flush) && self.reply.is_closed()
+    }
+}
+
 pub(crate) struct Committer {
     pub(crate) root: PathBuf,
     pub(crate) fsync: bool,
     pub(crate) health: Arc<Health>,
+    /// Folders renamed in outside the committer, to fsync with the next group.
+    dirty: Arc<AtomicU8>,
     /// Open folder handles for fsync, by `Folder as usize`.
     dirs: Vec<File>,
 }
@@ -91,8 +113,17 @@ pub(crate) struct Committer {
 /// Most jobs in one group; bounds the latency of the first job in a burst.
 const MAX_GROUP: usize = 4096;
 
+/// How long a group of nothing but wake-ups (see [`Job::is_wakeup`]) waits for company. It
+/// bounds how long a delivery's rename stays unflushed when nothing else is written.
+const WAKEUP_DELAY: Duration = Duration::from_millis(5);
+
 impl Committer {
-    pub(crate) fn new(root: PathBuf, fsync: bool, health: Arc<Health>) -> io::Result<Committer> {
+    pub(crate) fn new(
+        root: PathBuf,
+        fsync: bool,
+        health: Arc<Health>,
+        dirty: Arc<AtomicU8>,
+    ) -> io::Result<Committer> {
         let dirs = Folder::ALL
             .iter()
             .map(|f| File::open(root.join(f.name())))
@@ -101,6 +132,7 @@ impl Committer {
             root,
             fsync,
             health,
+            dirty,
             dirs,
         })
     }
@@ -109,13 +141,37 @@ impl Committer {
     pub(crate) fn run(self, jobs: mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
+            self.gather(&jobs, &mut group);
+            if group.iter().all(Job::is_wakeup) {
+                // Only renames made elsewhere to flush, and nobody waiting: give writers a
+                // moment to arrive and share this flush, rather than flushing twice.
+                let until = Instant::now() + WAKEUP_DELAY;
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    match jobs.recv_timeout(left) {
+                        Ok(job) => {
+                            let wakeup = job.is_wakeup();
+                            group.push(job);
+                            if !wakeup {
+                                self.gather(&jobs, &mut group);
+                                break;
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             }
             self.commit(group);
+        }
+    }
+
+    /// Adds every job already waiting, up to [`MAX_GROUP`].
+    fn gather(&self, jobs: &mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
         }
     }
 
@@ -142,7 +198,7 @@ impl Committer {
                     .iter()
                     .find_map(|(job, _)| match &job.op {
                         Op::Enqueue { file, .. } => Some(sync_data(file, &self.health)),
-                        Op::Move { .. } => None,
+                        Op::Move { .. } | Op::Flush => None,
                     })
                     .unwrap_or(Ok(()))
             } else {
@@ -178,6 +234,7 @@ impl Committer {
                     touched.insert(to.0);
                     fs::rename(self.path(from.0, &from.1), self.path(to.0, &to.1))
                 }
+                Op::Flush => Ok(()),
             };
             if let Err(error) = result {
                 *failed = Some(Failure {
@@ -188,10 +245,23 @@ impl Committer {
             }
         }
 
-        // 3. Directory entries.
+        // 3. Directory entries: this group's, and those renamed since the last group. A rename
+        // that set its bit before this swap has completed, so the fsync below covers it; one
+        // that sets it after finds the bit clear and wakes us for another group.
         if self.fsync {
+            let lazy = self.dirty.swap(0, Ordering::AcqRel);
+            touched.extend(Folder::ALL.into_iter().filter(|f| lazy & f.bit() != 0));
             for folder in touched {
                 if let Err(error) = sync_dir(self.dir(folder)) {
+                    if lazy & folder.bit() != 0 {
+                        // Renames already reported done: they stay, but may not survive a
+                        // power loss; say so and turn unready until a write succeeds.
+                        self.health.set_unhealthy(format!(
+                            "fsync {} failed in {}: {error}",
+                            folder.name(),
+                            self.root.display()
+                        ));
+                    }
                     for (job, failed) in &mut pending {
                         if failed.is_some() {
                             continue;
@@ -207,9 +277,10 @@ impl Committer {
                                 folder == Folder::New
                             }
                             Op::Move { from, to } => from.0 == folder || to.0 == folder,
+                            Op::Flush => lazy & folder.bit() != 0,
                         };
                         if covers {
-                            let renamed = matches!(job.op, Op::Move { .. });
+                            let renamed = matches!(job.op, Op::Move { .. } | Op::Flush);
                             *failed = Some(Failure {
                                 error: copy_error(&error),
                                 step: "fsync directory",

@@ -18,7 +18,7 @@ pub mod name;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -278,6 +278,8 @@ struct Inner {
     fsync: bool,
     /// Woken when something new becomes due (enqueue, re-queue, release).
     wake: Notify,
+    /// Folders with renames not yet flushed (bits of [`Folder::bit`]), shared with the committer.
+    dirty: Arc<AtomicU8>,
     _lock: File,
 }
 
@@ -301,8 +303,14 @@ impl Spool {
         }
         let index = rebuild(dir).map_err(io_err)?;
         let health = Arc::new(Health::default());
-        let committer =
-            Committer::new(dir.to_path_buf(), options.fsync, health.clone()).map_err(io_err)?;
+        let dirty = Arc::new(AtomicU8::new(0));
+        let committer = Committer::new(
+            dir.to_path_buf(),
+            options.fsync,
+            health.clone(),
+            dirty.clone(),
+        )
+        .map_err(io_err)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("spool-commit".into())
@@ -316,6 +324,7 @@ impl Spool {
                 health,
                 fsync: options.fsync,
                 wake: Notify::new(),
+                dirty,
                 _lock: lock_file,
             }),
         })
@@ -487,41 +496,21 @@ impl Spool {
         self.inner.wake.notify_one();
     }
 
-    /// Records `attempt` (if any) and applies `outcome`, durably, before returning.
+    /// Records `attempt` (if any) and applies `outcome`: one rename, done before returning.
+    ///
+    /// The rename is made durable by the committer's next flush (it is woken for it), not
+    /// waited for: a delivery's bookkeeping does not queue behind other writers' flushes. A
+    /// crash of the process loses nothing (the kernel has the rename); a power loss within
+    /// that flush's few milliseconds can roll the message back to where it was, and the attempt
+    /// is made again — a duplicate, never a loss (see ARCHITECTURE.md, "Invariants").
     pub async fn finish(
         &self,
         claim: Claim,
         attempt: Option<&Attempt>,
         outcome: Outcome,
     ) -> Result<(), MoveError> {
-        if let Some(attempt) = attempt {
-            // History is appended without a flush of its own: the attempt count that the policy
-            // relies on lives in the file name and is made durable below.
-            let path = self.attempts_path(&claim.key);
-            let mut line = serde_json::to_vec(attempt).unwrap_or_default();
-            line.push(b'\n');
-            let append = move || {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?
-                    .write_all(&line)
-            };
-            // As in `enqueue`: without fsync, small file operations are done in place.
-            let appended = if self.inner.fsync {
-                tokio::task::spawn_blocking(append)
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)))
-            } else {
-                append()
-            };
-            if let Err(e) = appended {
-                tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
-            }
-        }
         let attempts = claim.attempts + u32::from(attempt.is_some());
         let from = (folder_of(claim.place), file_name(&claim));
-        let key_name = claim.key.to_string();
         let (to, next) = match outcome {
             Outcome::Retry { due_ms } => {
                 let name = CurName {
@@ -532,21 +521,51 @@ impl Spool {
                 };
                 ((Folder::Cur, name.to_string()), Some(due_ms))
             }
-            Outcome::Delivered => ((Folder::Done, key_name), None),
-            Outcome::Dead => ((Folder::Dead, key_name), None),
+            Outcome::Delivered => ((Folder::Done, claim.key.to_string()), None),
+            Outcome::Dead => ((Folder::Dead, claim.key.to_string()), None),
         };
-        let result = if from == to {
-            Ok(())
+        // History is appended without a flush of its own: the attempt count that the policy
+        // relies on lives in the file name.
+        let history = attempt.map(|attempt| {
+            let mut line = serde_json::to_vec(attempt).unwrap_or_default();
+            line.push(b'\n');
+            (self.attempts_path(&claim.key), line)
+        });
+        let (root, key) = (self.inner.root.clone(), claim.key);
+        let (from_folder, to_folder) = (from.0, to.0);
+        let work = move || -> io::Result<()> {
+            if let Some((path, line)) = history {
+                let appended = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(&line));
+                if let Err(e) = appended {
+                    tracing::warn!(%key, error = %e, "could not record attempt history");
+                }
+            }
+            if from == to {
+                return Ok(());
+            }
+            fs::rename(
+                root.join(from.0.name()).join(&from.1),
+                root.join(to.0.name()).join(&to.1),
+            )
+        };
+        // As in `enqueue`: without fsync, small file operations are done in place.
+        let result = if self.inner.fsync {
+            tokio::task::spawn_blocking(work)
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
         } else {
-            self.submit(Op::Move { from, to }).await
+            work()
         };
-        let moved = match &result {
-            Ok(()) => true,
-            Err(f) => f.renamed,
-        };
+        if result.is_ok() && self.inner.fsync && from_folder != to_folder {
+            self.flush_later(&[from_folder, to_folder]);
+        }
         {
             let mut index = lock(&self.inner.index);
-            match (moved, next) {
+            match (result.is_ok(), next) {
                 (true, Some(due_ms)) => {
                     index.reschedule(claim.key, Place::Cur, attempts, due_ms, claim.since_ms)
                 }
@@ -562,12 +581,37 @@ impl Spool {
             }
         }
         self.inner.wake.notify_one();
-        result.map_err(|f| MoveError {
+        result.map_err(|source| MoveError {
             key: claim.key,
             dir: self.inner.root.clone(),
-            step: f.step,
-            source: f.error,
+            step: "rename",
+            source,
         })
+    }
+
+    /// Marks folders whose entries changed for the committer's next flush, and wakes it unless
+    /// a flush of them is already pending.
+    fn flush_later(&self, folders: &[Folder]) {
+        let bits = folders.iter().fold(0, |bits, f| bits | f.bit());
+        let before = self.inner.dirty.fetch_or(bits, Ordering::AcqRel);
+        if before & bits != bits {
+            if let Some(jobs) = lock(&self.inner.jobs).as_ref() {
+                let (reply, _) = oneshot::channel();
+                let _ = jobs.send(Job {
+                    op: Op::Flush,
+                    reply,
+                });
+            }
+        }
+    }
+
+    /// Returns once every state change made so far is durable (the committer has flushed the
+    /// folders it touched). For tests and shutdown; deliveries never wait for it.
+    pub async fn sync(&self) -> io::Result<()> {
+        if !self.inner.fsync {
+            return Ok(());
+        }
+        self.submit(Op::Flush).await.map_err(|f| f.error)
     }
 
     /// Moves a dead message back to the queue with a fresh retry budget, due now.
@@ -583,34 +627,39 @@ impl Spool {
             due_ms: now,
             since_ms: now,
         };
-        self.submit(Op::Move {
-            from: (Folder::Dead, name),
-            to: (Folder::Cur, to.to_string()),
+        let moved = self
+            .submit(Op::Move {
+                from: (Folder::Dead, name),
+                to: (Folder::Cur, to.to_string()),
+            })
+            .await;
+        // Renamed but not flushed is still queued: schedule it, and report the failure.
+        if moved.as_ref().map_or_else(|f| f.renamed, |()| true) {
+            lock(&self.inner.index).insert(
+                key,
+                Entry {
+                    attempts: 0,
+                    place: Place::Cur,
+                    claimed: false,
+                    due_ms: now,
+                    since_ms: now,
+                },
+            );
+            self.inner.wake.notify_one();
+        }
+        moved.map_err(|f| {
+            RequeueError::Move(MoveError {
+                key,
+                dir: self.inner.root.clone(),
+                step: f.step,
+                source: f.error,
+            })
         })
-        .await
-        .map_err(|f| MoveError {
-            key,
-            dir: self.inner.root.clone(),
-            step: f.step,
-            source: f.error,
-        })?;
-        lock(&self.inner.index).insert(
-            key,
-            Entry {
-                attempts: 0,
-                place: Place::Cur,
-                claimed: false,
-                due_ms: now,
-                since_ms: now,
-            },
-        );
-        self.inner.wake.notify_one();
-        Ok(())
     }
 
     /// Where `key` stands, or `None` if the spool never had it (or it was pruned).
     pub fn status(&self, key: Key) -> Option<Status> {
-        let queued = lock(&self.inner.index).get(&key).copied();
+        let queued = lock(&self.inner.index).get(&key);
         if let Some(e) = queued {
             let (state, path) = match e.place {
                 Place::New => (State::Queued, format!("new/{key}")),
@@ -758,23 +807,21 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 /// Builds the schedule from the names in `new/` and `cur/`. Unknown names are skipped with a
 /// warning (an operator may have dropped a file in by hand).
 fn rebuild(root: &Path) -> io::Result<Index> {
-    let mut index = Index::default();
+    let mut entries = Vec::new();
     for entry in fs::read_dir(root.join("new"))? {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
-            Some(key) => {
-                index.insert(
-                    key,
-                    Entry {
-                        attempts: 0,
-                        place: Place::New,
-                        claimed: false,
-                        due_ms: DUE_AT_ONCE,
-                        since_ms: key.arrived_ms(),
-                    },
-                );
-            }
+            Some(key) => entries.push((
+                key,
+                Entry {
+                    attempts: 0,
+                    place: Place::New,
+                    claimed: false,
+                    due_ms: DUE_AT_ONCE,
+                    since_ms: key.arrived_ms(),
+                },
+            )),
             None => {
                 tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a message id")
             }
@@ -784,25 +831,25 @@ fn rebuild(root: &Path) -> io::Result<Index> {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(CurName::parse) {
-            Some(cur) => {
-                let inserted = index.insert(
-                    cur.key,
-                    Entry {
-                        attempts: cur.attempts,
-                        place: Place::Cur,
-                        claimed: false,
-                        due_ms: cur.due_ms,
-                        since_ms: cur.since_ms,
-                    },
-                );
-                if !inserted {
-                    tracing::warn!(file = ?entry.path(), "ignoring a second file for a queued message");
-                }
-            }
+            Some(cur) => entries.push((
+                cur.key,
+                Entry {
+                    attempts: cur.attempts,
+                    place: Place::Cur,
+                    claimed: false,
+                    due_ms: cur.due_ms,
+                    since_ms: cur.since_ms,
+                },
+            )),
             None => {
                 tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a retry state")
             }
         }
+    }
+    // `new/` was listed first, so of a key in both folders the `new/` file is the one kept.
+    let (index, ignored) = Index::from_unsorted(entries);
+    for key in ignored {
+        tracing::warn!(%key, "ignoring a second file for a queued message");
     }
     Ok(index)
 }

@@ -407,3 +407,39 @@ async fn fsync_off_still_stores() {
         .unwrap();
     assert!(dir.path().join("new").join(keys[0].to_string()).exists());
 }
+
+#[tokio::test]
+async fn a_finished_move_is_flushed_by_the_committer_without_being_waited_for() {
+    let c = check();
+    let key = c.put("hello").await;
+    let claim = c.spool.claim_due(now_ms(), 1).pop().unwrap();
+    c.spool
+        .finish(claim, Some(&attempt(Some(200), None)), Outcome::Delivered)
+        .await
+        .unwrap();
+    // The rename is done when finish returns; its folders wait for (or are in) a flush.
+    assert_eq!(c.names("done"), vec![key.to_string()]);
+    c.spool.sync().await.unwrap();
+    assert_eq!(
+        c.spool.inner.dirty.load(Ordering::Acquire),
+        0,
+        "sync returns only once no folder awaits a flush"
+    );
+    // A later enqueue's group flushes what was marked meanwhile, with its own.
+    let key2 = c.put("two").await;
+    let claim = c.spool.claim_due(now_ms(), 1).pop().unwrap();
+    assert_eq!(claim.key, key2);
+    c.spool
+        .finish(claim, Some(&attempt(Some(200), None)), Outcome::Dead)
+        .await
+        .unwrap();
+    let marked = c.spool.inner.dirty.load(Ordering::Acquire);
+    assert!(
+        marked == 0 || marked & (Folder::New.bit() | Folder::Dead.bit()) != 0,
+        "either flushed already or marked: {marked:#b}"
+    );
+    c.put("three").await;
+    c.spool.sync().await.unwrap();
+    assert_eq!(c.spool.inner.dirty.load(Ordering::Acquire), 0);
+    assert_eq!(c.names("dead"), vec![key2.to_string()]);
+}
