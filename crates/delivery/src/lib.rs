@@ -66,8 +66,8 @@ pub struct Sent {
 pub trait Courier: Send + Sync + 'static {
     type Payload: Send + 'static;
 
-    /// Works out where and how a claimed message goes, from its file's bytes. Runs on a
-    /// blocking thread; must not panic on any bytes.
+    /// Works out where and how a claimed message goes, from its file's bytes. Runs on an async
+    /// worker, so it must be quick (a parse, no I/O); must not panic on any bytes.
     fn prepare(&self, claim: &Claim, file: Vec<u8>) -> Result<Ready<Self::Payload>, Refused>;
 
     /// Makes one attempt.
@@ -294,7 +294,10 @@ fn prepare<C: Courier>(
     reserved: Option<Arc<str>>,
 ) {
     let (spool, courier, tx) = (spool.clone(), courier.clone(), tx.clone());
-    tokio::task::spawn_blocking(move || {
+    // A task, not a blocking-pool hand-off: the file was written moments ago (or is read once
+    // per attempt of a backlog) and a page-cache read of a few KiB costs less than the two
+    // thread switches a hand-off adds (BENCHMARKS.md, "What changed").
+    tokio::spawn(async move {
         let prepared = match spool.read(&claim) {
             Ok(bytes) => courier.prepare(&claim, bytes),
             Err(e) => Err(Refused {

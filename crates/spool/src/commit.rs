@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -93,13 +92,6 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 
-impl Job {
-    /// A flush nobody waits for: sent by [`crate::Spool::finish`] to have its folders flushed.
-    fn is_wakeup(&self) -> bool {
-        matches!(self.op, Op::Flush) && self.reply.is_closed()
-    }
-}
-
 pub(crate) struct Committer {
     pub(crate) root: PathBuf,
     pub(crate) fsync: bool,
@@ -112,10 +104,6 @@ pub(crate) struct Committer {
 
 /// Most jobs in one group; bounds the latency of the first job in a burst.
 const MAX_GROUP: usize = 4096;
-
-/// How long a group of nothing but wake-ups (see [`Job::is_wakeup`]) waits for company. It
-/// bounds how long a delivery's rename stays unflushed when nothing else is written.
-const WAKEUP_DELAY: Duration = Duration::from_millis(5);
 
 impl Committer {
     pub(crate) fn new(
@@ -142,25 +130,6 @@ impl Committer {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             self.gather(&jobs, &mut group);
-            if group.iter().all(Job::is_wakeup) {
-                // Only renames made elsewhere to flush, and nobody waiting: give writers a
-                // moment to arrive and share this flush, rather than flushing twice.
-                let until = Instant::now() + WAKEUP_DELAY;
-                while let Some(left) = until.checked_duration_since(Instant::now()) {
-                    match jobs.recv_timeout(left) {
-                        Ok(job) => {
-                            let wakeup = job.is_wakeup();
-                            group.push(job);
-                            if !wakeup {
-                                self.gather(&jobs, &mut group);
-                                break;
-                            }
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            }
             self.commit(group);
         }
     }

@@ -361,47 +361,37 @@ impl Spool {
         };
         let tmp = root.join("tmp").join(id.to_string());
         let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        let fsync = self.inner.fsync;
-        let (write_tmp, write_root, write_names) = (tmp.clone(), root.clone(), names.clone());
-        let write = move || -> Result<Option<File>, (&'static str, io::Error)> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&write_tmp)
-                .map_err(|e| ("write", e))?;
+        // The file is written here, on the caller's async worker, not handed to a blocking
+        // thread: a create and a small write into the page cache take microseconds, less than
+        // the two thread switches of a hand-off (BENCHMARKS.md, "What changed"). Only the
+        // flush, which waits for the disk, goes to the committer's thread.
+        let write = || -> io::Result<File> {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             if let Err(e) = file.write_all(&content) {
-                let _ = fs::remove_file(&write_tmp);
-                return Err(("write", e));
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
-            if fsync {
-                return Ok(Some(file));
-            }
-            // Without fsync there is nothing to group: publish right here.
-            Committer::publish(&write_root, &write_tmp, &write_names).map_err(|e| ("rename", e))?;
-            Ok(None)
+            Ok(file)
         };
-        let written = if fsync {
-            // File creation can wait on a journal commit; keep that off the async workers.
-            tokio::task::spawn_blocking(write)
-                .await
-                .map_err(|e| fail("write", io::Error::other(e)))?
-        } else {
-            // Without flushes a create, write and rename into the page cache take microseconds:
-            // cheaper done here than handed to another thread and back (measured in
-            // BENCHMARKS.md, ingest without fsync).
-            write()
-        };
-        match written {
-            Err((step, e)) => {
-                let reason = format!("{step} failed in {}: {e}", self.inner.root.display());
-                self.inner.health.set_unhealthy(reason);
-                return Err(fail(step, e));
-            }
-            Ok(Some(file)) => self
+        let stored = match write() {
+            Err(e) => Err(("write", e)),
+            Ok(file) if self.inner.fsync => self
                 .submit(Op::Enqueue { file, tmp, names })
                 .await
-                .map_err(|f| fail(f.step, f.error))?,
-            Ok(None) => self.inner.health.set_healthy(),
+                .map_err(|f| (f.step, f.error)),
+            // Without fsync there is nothing to group: publish right here.
+            Ok(_) => Committer::publish(&root, &tmp, &names).map_err(|e| ("rename", e)),
+        };
+        match stored {
+            Ok(()) => self.inner.health.set_healthy(),
+            Err((step, e)) => {
+                // The committer has already turned the spool unready for its own failures.
+                if !self.inner.fsync || step == "write" {
+                    let reason = format!("{step} failed in {}: {e}", self.inner.root.display());
+                    self.inner.health.set_unhealthy(reason);
+                }
+                return Err(fail(step, e));
+            }
         }
         {
             let mut index = lock(&self.inner.index);
@@ -524,44 +514,32 @@ impl Spool {
             Outcome::Delivered => ((Folder::Done, claim.key.to_string()), None),
             Outcome::Dead => ((Folder::Dead, claim.key.to_string()), None),
         };
-        // History is appended without a flush of its own: the attempt count that the policy
-        // relies on lives in the file name.
-        let history = attempt.map(|attempt| {
+        // In place, as in `enqueue`: an append and a rename take microseconds. History is
+        // appended without a flush of its own: the attempt count that the policy relies on
+        // lives in the file name.
+        if let Some(attempt) = attempt {
             let mut line = serde_json::to_vec(attempt).unwrap_or_default();
             line.push(b'\n');
-            (self.attempts_path(&claim.key), line)
-        });
-        let (root, key) = (self.inner.root.clone(), claim.key);
-        let (from_folder, to_folder) = (from.0, to.0);
-        let work = move || -> io::Result<()> {
-            if let Some((path, line)) = history {
-                let appended = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut f| f.write_all(&line));
-                if let Err(e) = appended {
-                    tracing::warn!(%key, error = %e, "could not record attempt history");
-                }
+            let appended = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.attempts_path(&claim.key))
+                .and_then(|mut f| f.write_all(&line));
+            if let Err(e) = appended {
+                tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
             }
-            if from == to {
-                return Ok(());
-            }
+        }
+        let root = &self.inner.root;
+        let result = if from == to {
+            Ok(())
+        } else {
             fs::rename(
                 root.join(from.0.name()).join(&from.1),
                 root.join(to.0.name()).join(&to.1),
             )
         };
-        // As in `enqueue`: without fsync, small file operations are done in place.
-        let result = if self.inner.fsync {
-            tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-        } else {
-            work()
-        };
-        if result.is_ok() && self.inner.fsync && from_folder != to_folder {
-            self.flush_later(&[from_folder, to_folder]);
+        if result.is_ok() && self.inner.fsync && from.0 != to.0 {
+            self.flush_later(&[from.0, to.0]);
         }
         {
             let mut index = lock(&self.inner.index);
