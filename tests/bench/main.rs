@@ -32,10 +32,14 @@ pub(crate) struct Settings {
     pub(crate) per_backend: Option<usize>,
     /// Messages in the biggest scale step.
     pub(crate) scale_max: usize,
+    /// Leave temporary directories in place (for A/B runs: deleting many files slows the
+    /// disk's file creation for a while, which would tilt the next run).
+    pub(crate) keep_dirs: bool,
 }
 
 const USAGE: &str = "usage: bench <scenario>... [--seconds N] [--warmup N] [--runs N] [--dir PATH]
                     [--bin-dir PATH] [--backend hold|down] [--scale-max N] [--per-backend N]
+                    [--keep]
 scenarios: ingest e2e whomp scale size machine all
   --seconds N   length of each measured window (default 5)
   --warmup N    seconds of load before each window (default 1)
@@ -47,6 +51,8 @@ scenarios: ingest e2e whomp scale size machine all
   --scale-max N messages in the biggest scale step (default 1000000)
   --per-backend N  whimp's delivery.max_in_flight_per_backend when delivering
                 (default: whimp's default, 16)
+  --keep        leave the temporary directories (remove them yourself later): deleting
+                many files slows file creation for a while, which tilts back-to-back runs
 ";
 
 /// Pause between scenarios, after the previous one removed its files.
@@ -106,6 +112,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
         runs: 3,
         backend: "hold".into(),
         scale_max: 1_000_000,
+        keep_dirs: false,
         per_backend: None,
     };
     let mut scenarios = Vec::new();
@@ -126,6 +133,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
             "--runs" => s.runs = number(arg, value(arg)?)?.max(1) as usize,
             "--dir" => s.base = PathBuf::from(value(arg)?),
             "--bin-dir" => s.bin_dir = PathBuf::from(value(arg)?),
+            "--keep" => s.keep_dirs = true,
             "--scale-max" => s.scale_max = number(arg, value(arg)?)?.max(1000) as usize,
             "--per-backend" => s.per_backend = Some(number(arg, value(arg)?)?.max(1) as usize),
             "--backend" => {

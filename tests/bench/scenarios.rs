@@ -132,7 +132,13 @@ fn tempdir(s: &Settings, keep: &mut Vec<TempDir>) -> anyhow::Result<PathBuf> {
 /// Removes a scenario's temporary directories, saying so: with hundreds of thousands of files
 /// this takes minutes here, and the disk stays slow for a while after (run scenarios apart, or
 /// let it settle before the next).
-fn clean_up(keep: Vec<TempDir>) -> anyhow::Result<()> {
+fn clean_up(s: &Settings, keep: Vec<TempDir>) -> anyhow::Result<()> {
+    if s.keep_dirs {
+        for dir in keep {
+            println!("kept {}", dir.keep().display());
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     println!("\nremoving {} temporary directories…", keep.len());
     for dir in keep {
@@ -361,7 +367,7 @@ pub(crate) fn ingest(s: &Settings) -> anyhow::Result<()> {
             },
         ],
     );
-    clean_up(keep)
+    clean_up(s, keep)
 }
 
 // ------------------------------------------------------------------ e2e
@@ -490,7 +496,7 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
             goal: 1.0,
         }],
     );
-    clean_up(keep)
+    clean_up(s, keep)
 }
 
 // ------------------------------------------------------------------ whomp
@@ -585,7 +591,7 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
             },
         ],
     );
-    clean_up(keep)
+    clean_up(s, keep)
 }
 
 fn start_whomp(
@@ -779,7 +785,7 @@ pub(crate) fn scale(s: &Settings) -> anyhow::Result<()> {
         }
     }
     f.print("scale of the spool");
-    clean_up(keep)
+    clean_up(s, keep)
 }
 
 fn now_ms() -> u64 {
@@ -825,5 +831,5 @@ pub(crate) fn size(s: &Settings) -> anyhow::Result<()> {
         }
     }
     f.print("size and start-up");
-    clean_up(keep)
+    clean_up(s, keep)
 }

@@ -8,8 +8,9 @@
 //!
 //! [`Spool::enqueue`] returns only once the file and its directory entry are durable (the
 //! committer groups concurrent writers into one flush, see [`commit`]); every later state change
-//! is an atomic rename made durable the same way. On [`Spool::open`] the schedule is rebuilt from
-//! the directory listings alone, holding a few dozen bytes per queued message.
+//! is an atomic rename, done before the call returns and flushed by the committer's next group
+//! (see [`Spool::finish`]). On [`Spool::open`] the schedule is rebuilt from the directory
+//! listings alone, holding a few dozen bytes per queued message.
 
 mod commit;
 mod index;
