@@ -1,6 +1,6 @@
 //! The in-memory schedule of queued messages: which keys exist in `new/` and `cur/`, their retry
 //! state, and when each is due. It holds no bodies and no paths, only a few dozen bytes per
-//! message, and nothing that doubles in one step at a million messages.
+//! message, and no table that is touched whole when it grows.
 //!
 //! Two structures, each sized to its job:
 //! - **`slots`**, every queued key with its state in one `Vec` sorted by key (40 bytes each).
@@ -8,7 +8,7 @@
 //!   shift near the end. Removal marks the slot gone; gone slots are swept out when they
 //!   outnumber the live ones, so the sweep's cost is shared by the removals that made it. A hash
 //!   map would answer lookups in O(1) instead of O(log n), but its table keeps every slot touched
-//!   and doubles past 7/8 full: 123 MiB at exactly 1M messages, against 63 MiB now
+//!   and doubles past 7/8 full: whimp's RSS with 1M queued was 123 MiB with one, 61 MiB now
 //!   (BENCHMARKS.md, "scale").
 //! - **`buckets`**, due times in 100 ms buckets rounded *up*, so a message is never handed out
 //!   before it is due and at most one bucket late. A bucket is a queue of keys (17 bytes each),
@@ -296,6 +296,11 @@ impl Index {
             .iter()
             .find(|s| s.live)
             .map(|s| s.key.arrived_ms())
+    }
+
+    /// Every queued key, in key order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.slots.iter().filter(|s| s.live).map(|s| s.key)
     }
 
     /// (queued never attempted, retrying, claimed right now) counts.

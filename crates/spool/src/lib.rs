@@ -3,8 +3,8 @@
 //! A message is one file, its content the HTTP request in `message/http` form, its name its key
 //! and retry state (see [`name`]). The folders under the spool directory are the states:
 //! `tmp/` (being written), `new/` (queued), `cur/` (retrying), `done/` (delivered, kept for a
-//! retention period) and `dead/` (given up on), plus `attempts/` (one JSON line per delivery
-//! attempt of each key) and a `lock` file that keeps a second daemon out.
+//! retention period) and `dead/` (given up on), plus `attempts/` (the attempt log, see
+//! [`Spool::finish`]) and a `lock` file that keeps a second daemon out.
 //!
 //! [`Spool::enqueue`] returns only once the file and its directory entry are durable (the
 //! committer groups concurrent writers into one flush, see [`commit`]); every later state change
@@ -16,6 +16,7 @@ mod commit;
 mod index;
 pub mod name;
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ impl State {
     }
 }
 
-/// One delivery attempt, as recorded in `attempts/<key>`.
+/// One delivery attempt, as recorded in the attempt log (`attempts/<prefix>.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// When the attempt started, ms since the Unix epoch.
@@ -517,14 +518,21 @@ impl Spool {
         };
         // In place, as in `enqueue`: an append and a rename take microseconds. History is
         // appended without a flush of its own: the attempt count that the policy relies on
-        // lives in the file name.
+        // lives in the file name. It goes to the log shared by the messages that arrived in the
+        // same second, not a file of its own: a new inode and directory entry per message
+        // was a third of a delivery's file-system work (BENCHMARKS.md, "What changed").
         if let Some(attempt) = attempt {
-            let mut line = serde_json::to_vec(attempt).unwrap_or_default();
+            let mut line = serde_json::to_vec(&LogLine {
+                key: claim.key,
+                attempt,
+            })
+            .unwrap_or_default();
             line.push(b'\n');
+            // One write() with O_APPEND: concurrent appenders never interleave within a line.
             let appended = OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(self.attempts_path(&claim.key))
+                .open(attempt_log(&self.inner.root, &claim.key))
                 .and_then(|mut f| f.write_all(&line));
             if let Err(e) = appended {
                 tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
@@ -675,10 +683,6 @@ impl Spool {
         read_attempts(&self.inner.root, key)
     }
 
-    fn attempts_path(&self, key: &Key) -> PathBuf {
-        self.inner.root.join("attempts").join(key.to_string())
-    }
-
     /// Message counts by state (queued and retrying from memory; no I/O).
     pub fn counts(&self) -> Counts {
         let (queued, retrying, in_flight) = lock(&self.inner.index).counts();
@@ -705,13 +709,34 @@ impl Spool {
         }
     }
 
-    /// Deletes delivered messages (and their attempt history) finished longer than `retention`
-    /// ago. Blocking; run it off the async workers. Returns how many were removed.
+    /// Deletes delivered messages finished longer than `retention` ago, and attempt logs
+    /// untouched as long whose messages are all gone (none queued, retrying or dead). Blocking;
+    /// run it off the async workers. Returns how many messages were removed.
     pub fn prune_done(&self, retention: Duration) -> io::Result<usize> {
-        prune_done(&self.inner.root, retention)
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let removed = prune_done(&self.inner.root, cutoff)?;
+        // Logs still needed: those of every queued message (a snapshot: a message queued later
+        // arrived later, so its log is younger than the cutoff) and of every dead one.
+        let mut in_use: HashSet<u64> = lock(&self.inner.index)
+            .keys()
+            .map(|k| log_shard(&k))
+            .collect();
+        for entry in fs::read_dir(self.inner.root.join("dead"))? {
+            let name = entry?.file_name();
+            if let Some(key) = name.to_str().and_then(|n| n.parse::<Key>().ok()) {
+                in_use.insert(log_shard(&key));
+            }
+        }
+        prune_logs(&self.inner.root, cutoff, &in_use)?;
+        Ok(removed)
     }
 
-    /// Deletes every message in `dead/` (and its attempt history). Returns how many.
+    /// Deletes every message in `dead/`. Returns how many. (Their attempt records go with
+    /// their log, at the next prune after `retention`.)
     pub fn purge_dead(&self) -> io::Result<usize> {
         purge_dead(&self.inner.root)
     }
@@ -849,25 +874,50 @@ fn finished_status(root: &Path, key: Key) -> Option<Status> {
     None
 }
 
+/// How many leading characters of a ULID name an attempt log: its time in units of 1 024 ms
+/// (each character holds 5 bits; the first 10 hold the 48-bit milliseconds, two bits unused).
+const LOG_PREFIX: usize = 8;
+
+/// The log a key's attempts are appended to: `attempts/<first 8 characters of its ULID>.jsonl`,
+/// shared by the messages that arrived in the same ~1 s. Small enough to scan for one key's
+/// history (about 1.5 MB at 10 000 messages per second), few enough files to cost nothing.
+fn attempt_log(root: &Path, key: &Key) -> PathBuf {
+    let id = key.id().to_string();
+    root.join("attempts")
+        .join(format!("{}.jsonl", &id[..LOG_PREFIX]))
+}
+
+/// The shard of a key's log, as a number: its arrival time in units of 1 024 ms.
+fn log_shard(key: &Key) -> u64 {
+    key.arrived_ms() >> 10
+}
+
+/// One line of an attempt log: the key, then the attempt's fields.
+#[derive(Serialize)]
+struct LogLine<'a> {
+    key: Key,
+    #[serde(flatten)]
+    attempt: &'a Attempt,
+}
+
 fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
-    let Ok(file) = File::open(root.join("attempts").join(key.to_string())) else {
+    let Ok(file) = File::open(attempt_log(root, &key)) else {
         return Vec::new();
     };
+    // Lines start with the key, as `LogLine` writes them: compare before parsing.
+    let tag = format!("{{\"key\":\"{key}\",");
     io::BufReader::new(file)
         .lines()
         .map_while(Result::ok)
+        .filter(|line| line.starts_with(&tag))
         // A line cut by a crash mid-append is skipped, not fatal.
-        .filter_map(|line| serde_json::from_str(&line).ok())
+        // (An `Attempt` ignores the `key` field.)
+        .filter_map(|line| serde_json::from_str::<Attempt>(&line).ok())
         .collect()
 }
 
-fn prune_done(root: &Path, retention: Duration) -> io::Result<usize> {
+fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
     use std::os::unix::fs::MetadataExt;
-    let cutoff = SystemTime::now()
-        .checked_sub(retention)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let mut removed = 0;
     for entry in fs::read_dir(root.join("done"))? {
         let entry = entry?;
@@ -875,11 +925,35 @@ fn prune_done(root: &Path, retention: Duration) -> io::Result<usize> {
         let Ok(meta) = entry.metadata() else { continue };
         if meta.ctime() < cutoff {
             fs::remove_file(entry.path())?;
-            let _ = fs::remove_file(root.join("attempts").join(entry.file_name()));
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Deletes attempt logs last written before `cutoff` (seconds since the epoch) whose shard is
+/// not `in_use`.
+fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(root.join("attempts"))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else {
+            continue;
+        };
+        // The shard back from the name: pad the prefix to a whole ULID of that time.
+        let Ok(first) = format!("{prefix}{}", "0".repeat(26 - LOG_PREFIX)).parse::<Key>() else {
+            continue;
+        };
+        if in_use.contains(&log_shard(&first)) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.mtime() < cutoff {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn purge_dead(root: &Path) -> io::Result<usize> {
@@ -887,7 +961,6 @@ fn purge_dead(root: &Path) -> io::Result<usize> {
     for entry in fs::read_dir(root.join("dead"))? {
         let entry = entry?;
         fs::remove_file(entry.path())?;
-        let _ = fs::remove_file(root.join("attempts").join(entry.file_name()));
         removed += 1;
     }
     Ok(removed)

@@ -351,11 +351,25 @@ async fn prune_and_purge() {
         "ctime is this second"
     );
     std::thread::sleep(Duration::from_millis(1100));
+    let logs = c.names("attempts");
+    assert!(
+        !logs.is_empty() && logs.len() <= 2,
+        "one log per second of arrivals: {logs:?}"
+    );
     assert_eq!(c.spool.prune_done(Duration::ZERO).unwrap(), 1);
     assert!(c.names("done").is_empty());
-    assert_eq!(c.names("attempts"), vec![dead.to_string()]);
+    assert_eq!(
+        c.spool.attempts(dead).len(),
+        1,
+        "a dead message's log stays while it is in dead/"
+    );
+    assert!(c
+        .names("attempts")
+        .contains(&format!("{}.jsonl", &dead.to_string()[..8])));
     assert_eq!(c.spool.purge_dead().unwrap(), 1);
     assert!(c.names("dead").is_empty());
+    // Nothing uses the logs any more: the next prune takes them.
+    c.spool.prune_done(Duration::ZERO).unwrap();
     assert!(c.names("attempts").is_empty());
     assert!(c.spool.status(delivered).is_none());
 }
@@ -442,4 +456,38 @@ async fn a_finished_move_is_flushed_by_the_committer_without_being_waited_for() 
     c.spool.sync().await.unwrap();
     assert_eq!(c.spool.inner.dirty.load(Ordering::Acquire), 0);
     assert_eq!(c.names("dead"), vec![key2.to_string()]);
+}
+
+#[tokio::test]
+async fn messages_of_one_second_share_a_log_and_read_back_only_their_own() {
+    let c = check();
+    // One id and its fan-out copies, and a second message: all arrive within the same second
+    // (or two); every key must read back exactly its own records, `id` not those of `id.1`.
+    let id = Spool::new_id();
+    let copies = c.spool.enqueue(id, 2, b"fan".to_vec()).await.unwrap();
+    let other = c.put("other").await;
+    for round in 0..2u16 {
+        for claim in c.spool.claim_due(u64::MAX / 2, 10) {
+            let status = 500 + round + u16::from(claim.key == copies[1]) * 10;
+            c.spool
+                .finish(
+                    claim,
+                    Some(&attempt(Some(status), None)),
+                    Outcome::Retry { due_ms: 0 },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let statuses =
+        |key| -> Vec<Option<u16>> { c.spool.attempts(key).iter().map(|a| a.status).collect() };
+    assert_eq!(statuses(copies[0]), vec![Some(500), Some(501)]);
+    assert_eq!(statuses(copies[1]), vec![Some(510), Some(511)]);
+    assert_eq!(statuses(other), vec![Some(500), Some(501)]);
+    assert!(
+        statuses(Key::new(id, 0)).is_empty(),
+        "copy 0 of a fan-out never existed"
+    );
+    assert!(c.names("attempts").len() <= 2);
+    assert_eq!(c.spool.status(copies[1]).map(|s| s.attempts), Some(2));
 }
