@@ -398,16 +398,7 @@ impl Spool {
         {
             let mut index = lock(&self.inner.index);
             for key in &keys {
-                index.insert(
-                    *key,
-                    Entry {
-                        attempts: 0,
-                        place: Place::New,
-                        claimed: false,
-                        due_ms: DUE_AT_ONCE,
-                        since_ms: key.arrived_ms(),
-                    },
-                );
+                index.insert(*key, queued_entry(key));
             }
         }
         self.inner.wake.notify_one();
@@ -808,6 +799,17 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// The schedule entry of a message in `new/`: never attempted, due at once.
+fn queued_entry(key: &Key) -> Entry {
+    Entry {
+        attempts: 0,
+        place: Place::New,
+        claimed: false,
+        due_ms: DUE_AT_ONCE,
+        since_ms: key.arrived_ms(),
+    }
+}
+
 /// Builds the schedule from the names in `new/` and `cur/`. Unknown names are skipped with a
 /// warning (an operator may have dropped a file in by hand).
 fn rebuild(root: &Path) -> io::Result<Index> {
@@ -816,16 +818,7 @@ fn rebuild(root: &Path) -> io::Result<Index> {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
-            Some(key) => entries.push((
-                key,
-                Entry {
-                    attempts: 0,
-                    place: Place::New,
-                    claimed: false,
-                    due_ms: DUE_AT_ONCE,
-                    since_ms: key.arrived_ms(),
-                },
-            )),
+            Some(key) => entries.push((key, queued_entry(&key))),
             None => {
                 tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a message id")
             }
