@@ -221,7 +221,7 @@ impl Committer {
             let lazy = self.dirty.swap(0, Ordering::AcqRel);
             touched.extend(Folder::ALL.into_iter().filter(|f| lazy & f.bit() != 0));
             for folder in touched {
-                if let Err(error) = sync_dir(self.dir(folder)) {
+                if let Err(error) = sync_dir(self.dir(folder), &self.health) {
                     if lazy & folder.bit() != 0 {
                         // Renames already reported done: they stay, but may not survive a
                         // power loss; say so and turn unready until a write succeeds.
@@ -333,6 +333,7 @@ fn sync_filesystem(dir: &File, health: &Health) -> io::Result<()> {
     rustix::fs::syncfs(dir).map_err(io::Error::from)
 }
 
-fn sync_dir(dir: &File) -> io::Result<()> {
+fn sync_dir(dir: &File, health: &Health) -> io::Result<()> {
+    health.injected_dir_failure()?;
     rustix::fs::fsync(dir).map_err(io::Error::from)
 }

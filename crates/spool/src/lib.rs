@@ -211,6 +211,8 @@ pub(crate) struct Health {
     reason: Mutex<Option<String>>,
     /// Test hook: this many coming data flushes fail with EIO.
     fail_syncs: AtomicUsize,
+    /// Test hook: this many coming directory flushes fail with EIO.
+    fail_dir_syncs: AtomicUsize,
 }
 
 impl Health {
@@ -228,17 +230,25 @@ impl Health {
     }
 
     fn injected_failure(&self) -> io::Result<()> {
-        let pending = self.fail_syncs.load(Ordering::Relaxed);
-        if pending > 0
-            && self
-                .fail_syncs
-                .compare_exchange(pending, pending - 1, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            return Err(io::Error::from_raw_os_error(5)); // EIO, as a dying disk reports it
-        }
-        Ok(())
+        take_one(&self.fail_syncs)
     }
+
+    fn injected_dir_failure(&self) -> io::Result<()> {
+        take_one(&self.fail_dir_syncs)
+    }
+}
+
+/// Fails (EIO) if `counter` is above zero, counting it down.
+fn take_one(counter: &AtomicUsize) -> io::Result<()> {
+    let pending = counter.load(Ordering::Relaxed);
+    if pending > 0
+        && counter
+            .compare_exchange(pending, pending - 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    {
+        return Err(io::Error::from_raw_os_error(5)); // EIO, as a dying disk reports it
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -736,6 +746,12 @@ impl Spool {
     #[doc(hidden)]
     pub fn inject_sync_failures(&self, n: usize) {
         self.inner.health.fail_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the coming directory flushes fail, `n` times.
+    #[doc(hidden)]
+    pub fn inject_dir_sync_failures(&self, n: usize) {
+        self.inner.health.fail_dir_syncs.store(n, Ordering::SeqCst);
     }
 }
 

@@ -491,3 +491,27 @@ async fn messages_of_one_second_share_a_log_and_read_back_only_their_own() {
     assert!(c.names("attempts").len() <= 2);
     assert_eq!(c.spool.status(copies[1]).map(|s| s.attempts), Some(2));
 }
+
+#[tokio::test]
+async fn a_failed_flush_of_an_outcome_turns_the_spool_unready_until_a_write_succeeds() {
+    let c = check();
+    let key = c.put("hello").await;
+    let claim = c.spool.claim_due(now_ms(), 1).pop().unwrap();
+    c.spool.inject_dir_sync_failures(1);
+    // The rename itself succeeds and is reported; its flush fails later, in the committer.
+    c.spool
+        .finish(claim, Some(&attempt(Some(200), None)), Outcome::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(c.names("done"), vec![key.to_string()]);
+    // Whichever group ran the failed flush (the wake-up's or this sync's), the spool says so.
+    let _ = c.spool.sync().await;
+    let reason = c
+        .spool
+        .unhealthy_reason()
+        .expect("unready after a failed flush");
+    assert!(reason.contains("Input/output error"), "{reason}");
+    // A message stored (and flushed) afterwards makes it ready again.
+    c.put("next").await;
+    assert_eq!(c.spool.unhealthy_reason(), None);
+}
