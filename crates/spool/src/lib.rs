@@ -360,6 +360,9 @@ impl Spool {
         copies: u8,
         content: Vec<u8>,
     ) -> Result<Vec<Key>, EnqueueError> {
+        // Without fsync nothing below waits, so a caller enqueueing in a loop would never give
+        // its worker back; spend from tokio's cooperative budget, which yields now and then.
+        tokio::task::coop::consume_budget().await;
         let keys: Vec<Key> = match copies {
             0 | 1 => vec![Key::new(id, 0)],
             n => (1..=n).map(|c| Key::new(id, c)).collect(),
@@ -502,6 +505,8 @@ impl Spool {
         attempt: Option<&Attempt>,
         outcome: Outcome,
     ) -> Result<(), MoveError> {
+        // Nothing below waits (see `enqueue`): yield now and then.
+        tokio::task::coop::consume_budget().await;
         let attempts = claim.attempts + u32::from(attempt.is_some());
         let from = (folder_of(claim.place), file_name(&claim));
         let (to, next) = match outcome {

@@ -515,3 +515,40 @@ async fn a_failed_flush_of_an_outcome_turns_the_spool_unready_until_a_write_succ
     c.put("next").await;
     assert_eq!(c.spool.unhealthy_reason(), None);
 }
+
+#[test]
+fn enqueueing_in_a_loop_without_fsync_leaves_room_for_other_tasks() {
+    // Without fsync an enqueue never waits; it must still yield now and then, or a loop of them
+    // starves everything else on its worker (here: the timer that ends the loop).
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::open(dir.path(), Options { fsync: false }).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (spool, stop) = (spool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        spool
+                            .enqueue(Spool::new_id(), 1, b"x".to_vec())
+                            .await
+                            .unwrap();
+                    }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.store(true, Ordering::Relaxed);
+            writer.await.unwrap();
+        });
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the enqueue loop never let the timer run"
+    );
+}
