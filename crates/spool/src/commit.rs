@@ -217,6 +217,7 @@ impl Committer {
         // 3. Directory entries: this group's, and those renamed since the last group. A rename
         // that set its bit before this swap has completed, so the fsync below covers it; one
         // that sets it after finds the bit clear and wakes us for another group.
+        let mut lazy_failed = false;
         if self.fsync {
             let lazy = self.dirty.swap(0, Ordering::AcqRel);
             touched.extend(Folder::ALL.into_iter().filter(|f| lazy & f.bit() != 0));
@@ -225,6 +226,7 @@ impl Committer {
                     if lazy & folder.bit() != 0 {
                         // Renames already reported done: they stay, but may not survive a
                         // power loss; say so and turn unready until a write succeeds.
+                        lazy_failed = true;
                         self.health.set_unhealthy(format!(
                             "fsync {} failed in {}: {error}",
                             folder.name(),
@@ -274,7 +276,8 @@ impl Committer {
                 self.root.display(),
                 failure.error
             )),
-            None if enqueued => self.health.set_healthy(),
+            // (Not while this very group failed to flush renames made outside it.)
+            None if enqueued && !lazy_failed => self.health.set_healthy(),
             None => {}
         }
 
