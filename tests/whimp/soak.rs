@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use harness::{
     free_port, try_post, wait_for, Daemon, Load, Misbehaving, Misbehaviour, Receiver, Tmpfs,
@@ -36,20 +35,11 @@ fn repeated_sigkill_under_load_loses_nothing() {
     ));
     let target = Arc::new(Mutex::new(whimp.daemon.addr("public")));
     let load = Load::start(8, post_to(target.clone(), "/soak/K"));
-    harness::kill_at_random_moments(kills, || {
+    let restart = || {
         whimp.restart();
         *target.lock().unwrap() = whimp.daemon.addr("public");
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let tally = load.finish();
-    assert!(
-        tally.acked.len() > kills,
-        "the load got through between kills"
-    );
-    let duplicates = tally.account(&format!("{kills} kills"), &[&backend]);
-    // A duplicate needs a delivery in flight at a kill: each kill can cause at most the
-    // in-flight attempts' worth (delivery concurrency 64).
-    assert!(duplicates <= kills * 64, "{duplicates} duplicates");
+    };
+    harness::soak_with_kills(kills, load, restart, &[&backend]);
 }
 
 #[test]

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use harness::{free_port, try_post, wait_for, Load, Misbehaving, Misbehaviour, Receiver};
 
@@ -41,18 +40,11 @@ fn repeated_sigkill_under_load_loses_nothing() {
         8,
         submit_to(target.clone(), format!("http://hooks.test:{port}/in")),
     );
-    harness::kill_at_random_moments(kills, || {
+    let restart = || {
         whomp.restart();
         *target.lock().unwrap() = whomp.submit_addr();
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let tally = load.finish();
-    assert!(
-        tally.acked.len() > kills,
-        "the load got through between kills"
-    );
-    let duplicates = tally.account(&format!("{kills} kills"), &[&receiver]);
-    assert!(duplicates <= kills * 64, "{duplicates} duplicates");
+    };
+    harness::soak_with_kills(kills, load, restart, &[&receiver]);
 }
 
 #[test]

@@ -788,6 +788,27 @@ pub fn kills_from_env(env_var: &str) -> usize {
         .unwrap_or(20)
 }
 
+/// The SIGKILL soak both daemons run: kills the daemon `kills` times at random moments while
+/// `load` runs, then checks that the load got through between kills, that every acknowledged
+/// message reached one of `receivers` ([`Tally::account`]), and that duplicates stay within what
+/// can be in flight at a kill (the default delivery concurrency, 64, per kill).
+pub fn soak_with_kills(
+    kills: usize,
+    load: Load,
+    kill_and_restart: impl FnMut(),
+    receivers: &[&Receiver],
+) {
+    kill_at_random_moments(kills, kill_and_restart);
+    std::thread::sleep(Duration::from_millis(200));
+    let tally = load.finish();
+    assert!(
+        tally.acked.len() > kills,
+        "the load got through between kills"
+    );
+    let duplicates = tally.account(&format!("{kills} kills"), receivers);
+    assert!(duplicates <= kills * 64, "{duplicates} duplicates");
+}
+
 /// Calls `kill_and_restart` `kills` times, each after a random 50–300 ms of running under load,
 /// so the kills land anywhere: mid-write, mid-flush, mid-rename, mid-delivery.
 pub fn kill_at_random_moments(kills: usize, mut kill_and_restart: impl FnMut()) {
