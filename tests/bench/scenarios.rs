@@ -167,6 +167,12 @@ fn dead_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// whimp with fsync on and the delivery settings of the run, forwarding to `receiver`.
+fn start_forwarding_whimp(s: &Settings, dir: &Path, receiver: &Receiver) -> anyhow::Result<Daemon> {
+    let backend = format!("http://{}/in", receiver.addr);
+    start_whimp(s, dir, true, &backend, &delivery_config(s))
+}
+
 /// Writes a whimp config for one route to `backend` and starts whimp.
 fn start_whimp(
     s: &Settings,
@@ -387,13 +393,7 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
         let epoch = Instant::now();
         let receiver = Receiver::start(epoch, count, false)?;
         {
-            let whimp = start_whimp(
-                s,
-                &dir,
-                true,
-                &format!("http://{}/in", receiver.addr),
-                &delivery_config(s),
-            )?;
+            let whimp = start_forwarding_whimp(s, &dir, &receiver)?;
             let target = Target::post(whimp.addr("public")?, ROUTE_PATH, BODY);
             let load = loadavg();
             let open = load::open_loop(&target, rate, count, CONCURRENCY, epoch)?;
@@ -439,13 +439,7 @@ pub(crate) fn e2e(s: &Settings) -> anyhow::Result<()> {
         let dir = tempdir(s, &mut keep)?;
         let receiver = Receiver::start(Instant::now(), 0, false)?;
         {
-            let whimp = start_whimp(
-                s,
-                &dir,
-                true,
-                &format!("http://{}/in", receiver.addr),
-                &delivery_config(s),
-            )?;
+            let whimp = start_forwarding_whimp(s, &dir, &receiver)?;
             let target = Target::post(whimp.addr("public")?, ROUTE_PATH, BODY);
             let (warmup, measure) = (s.warmup, s.measure);
             let load = loadavg();
@@ -700,13 +694,7 @@ pub(crate) fn scale(s: &Settings) -> anyhow::Result<()> {
         )?;
         let receiver = Receiver::start(Instant::now(), drain_n, false)?;
         let load = loadavg();
-        let whimp = start_whimp(
-            s,
-            &dir,
-            true,
-            &format!("http://{}/in", receiver.addr),
-            &delivery_config(s),
-        )?;
+        let whimp = start_forwarding_whimp(s, &dir, &receiver)?;
         let ready = Instant::now();
         let mut peak = 0;
         let deadline = ready + Duration::from_secs(600);
