@@ -94,6 +94,11 @@ pub(crate) struct Index {
     retrying: usize,
 }
 
+/// Where `key` is in `slots` (sorted by key), or where it would go.
+fn find(slots: &[Slot], key: &Key) -> Result<usize, usize> {
+    slots.binary_search_by(|s| s.key.cmp(key))
+}
+
 fn bucket_of(due_ms: u64) -> u64 {
     due_ms.div_ceil(BUCKET_MS)
 }
@@ -155,7 +160,7 @@ impl Index {
     }
 
     fn find(&self, key: &Key) -> Result<usize, usize> {
-        self.slots.binary_search_by(|s| s.key.cmp(key))
+        find(&self.slots, key)
     }
 
     fn live_slot(&mut self, key: &Key) -> Option<&mut Slot> {
@@ -186,7 +191,8 @@ impl Index {
             let keys = first.get_mut();
             while out.len() < max {
                 let Some(key) = keys.pop_front() else { break };
-                let Ok(at) = self.slots.binary_search_by(|s| s.key.cmp(&key)) else {
+                // (`find` on the slots alone: the bucket is borrowed from `self` meanwhile.)
+                let Ok(at) = find(&self.slots, &key) else {
                     continue;
                 };
                 let slot = &mut self.slots[at];

@@ -397,10 +397,12 @@ impl Spool {
             // Without fsync there is nothing to group: publish right here.
             Ok(_) => Committer::publish(&root, &tmp, &names).map_err(|e| ("rename", e)),
         };
+        // With fsync the committer keeps health (it knows when a flush of the same group
+        // failed); otherwise the outcome here is all there is.
         match stored {
-            Ok(()) => self.inner.health.set_healthy(),
+            Ok(()) if !self.inner.fsync => self.inner.health.set_healthy(),
+            Ok(()) => {}
             Err((step, e)) => {
-                // The committer has already turned the spool unready for its own failures.
                 if !self.inner.fsync || step == "write" {
                     let reason = format!("{step} failed in {}: {e}", self.inner.root.display());
                     self.inner.health.set_unhealthy(reason);
@@ -628,16 +630,7 @@ impl Spool {
             .await;
         // Renamed but not flushed is still queued: schedule it, and report the failure.
         if moved.as_ref().map_or_else(|f| f.renamed, |()| true) {
-            lock(&self.inner.index).insert(
-                key,
-                Entry {
-                    attempts: 0,
-                    place: Place::Cur,
-                    claimed: false,
-                    due_ms: now,
-                    since_ms: now,
-                },
-            );
+            lock(&self.inner.index).insert(key, retrying_entry(&to));
             self.inner.wake.notify_one();
         }
         moved.map_err(|f| {
@@ -831,6 +824,17 @@ fn queued_entry(key: &Key) -> Entry {
     }
 }
 
+/// The schedule entry of a message in `cur/`, from its name.
+fn retrying_entry(cur: &CurName) -> Entry {
+    Entry {
+        attempts: cur.attempts,
+        place: Place::Cur,
+        claimed: false,
+        due_ms: cur.due_ms,
+        since_ms: cur.since_ms,
+    }
+}
+
 /// Builds the schedule from the names in `new/` and `cur/`. Unknown names are skipped with a
 /// warning (an operator may have dropped a file in by hand).
 fn rebuild(root: &Path) -> io::Result<Index> {
@@ -849,16 +853,7 @@ fn rebuild(root: &Path) -> io::Result<Index> {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(CurName::parse) {
-            Some(cur) => entries.push((
-                cur.key,
-                Entry {
-                    attempts: cur.attempts,
-                    place: Place::Cur,
-                    claimed: false,
-                    due_ms: cur.due_ms,
-                    since_ms: cur.since_ms,
-                },
-            )),
+            Some(cur) => entries.push((cur.key, retrying_entry(&cur))),
             None => {
                 tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a retry state")
             }
