@@ -328,7 +328,7 @@ fn attempt<C: Courier>(
         let started = Instant::now();
         let sent = courier.send(ready.payload).await;
         // The destination's slot bounds requests to it, not our bookkeeping: free it now, so
-        // that its next message does not wait for this outcome's flush.
+        // that its next message does not wait for this outcome to be recorded.
         let _ = tx.send(Event::Sent {
             destination: ready.destination.clone(),
         });

@@ -129,18 +129,13 @@ impl Committer {
     pub(crate) fn run(self, jobs: mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
-            self.gather(&jobs, &mut group);
-            self.commit(group);
-        }
-    }
-
-    /// Adds every job already waiting, up to [`MAX_GROUP`].
-    fn gather(&self, jobs: &mpsc::Receiver<Job>, group: &mut Vec<Job>) {
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
+            self.commit(group);
         }
     }
 
