@@ -23,7 +23,7 @@ pub mod testing;
 
 pub use guard::{Guard, Verdict};
 pub use resolver::{Resolver, ResolverConfigError, DEFAULT_TIMEOUT};
-pub use rules::{InvalidRules, Rules};
+pub use rules::{InvalidRules, Rules, DEFAULT_MAX_URL_BYTES};
 pub use target::{parse_target, Host, Scheme, Target};
 
 /// Why a target was refused: the rule that refused it and a message saying what to change.
