@@ -271,8 +271,9 @@ impl Submissions {
         let inline = bytes.len() <= INLINE_PARSE_BYTES;
         let parse = move || {
             let parsed = match form {
-                Form::Http => httpmsg::parse(&bytes, &limits)
-                    .map_err(|e| (e.is_too_large(), e.to_string())),
+                Form::Http => {
+                    httpmsg::parse(&bytes, &limits).map_err(|e| (e.is_too_large(), e.to_string()))
+                }
                 Form::Json => httpmsg::from_json(&bytes, &limits)
                     .map_err(|e| (e.is_too_large(), e.to_string())),
             };

@@ -160,7 +160,11 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
-        fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            name: &'static str,
+            value: T,
+        ) -> Result<(), E> {
             match slot.replace(value) {
                 None => Ok(()),
                 Some(_) => Err(E::duplicate_field(name)),
@@ -559,7 +563,10 @@ mod tests {
             "{{'method': 'GET', 'url': '/', 'headers': [['A', '{}'], !!!",
             "x".repeat(96)
         );
-        assert_eq!(run(&long).unwrap_err().to_string(), "headers exceed 100 bytes");
+        assert_eq!(
+            run(&long).unwrap_err().to_string(),
+            "headers exceed 100 bytes"
+        );
         // A pair is read as two strings and no more.
         check_err(
             "{'method': 'GET', 'url': '/', 'headers': [['A', '1', 'x', 'y', 'z']]}",

@@ -110,7 +110,12 @@ const IPV6: &[V6] = &[
     ),
     v6([0, 0, 0, 0, 0, 0, 0, 0], 128, "::/128", "unspecified"),
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "::1/128", "loopback"),
-    v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, "64:ff9b::/96", "nat64"),
+    v6(
+        [0x64, 0xff9b, 0, 0, 0, 0, 0, 0],
+        96,
+        "64:ff9b::/96",
+        "nat64",
+    ),
     v6(
         [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
         48,
@@ -229,9 +234,7 @@ pub(crate) struct Embedded {
 pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Embedded> {
     let form = match ip.segments() {
         [0, 0, 0, 0, 0, 0xffff, _, _] => "ipv4-mapped",
-        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
-            "ipv4-compatible"
-        }
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => "ipv4-compatible",
         _ => return None,
     };
     Some(Embedded {
@@ -257,7 +260,9 @@ pub(crate) fn nat64_v4(ip: Ipv6Addr, prefix: Ipv6Addr, len: u8) -> Option<Embedd
         return None;
     }
     let bytes = ip.octets();
-    let mut v4 = (usize::from(len) / 8..16).filter(|&i| i != 8).map(|i| bytes[i]);
+    let mut v4 = (usize::from(len) / 8..16)
+        .filter(|&i| i != 8)
+        .map(|i| bytes[i]);
     let mut next = || v4.next().unwrap_or(0);
     Some(Embedded {
         form: "nat64",
@@ -378,10 +383,22 @@ mod tests {
         let one = |ip: &str| -> Option<(&str, String)> {
             embedded_v4(ip.parse().unwrap()).map(|e| (e.form, e.v4.to_string()))
         };
-        assert_eq!(one("::ffff:10.0.0.1"), Some(("ipv4-mapped", "10.0.0.1".into())));
-        assert_eq!(one("::ffff:7f00:1"), Some(("ipv4-mapped", "127.0.0.1".into())));
-        assert_eq!(one("::10.0.0.1"), Some(("ipv4-compatible", "10.0.0.1".into())));
-        assert_eq!(one("::0.0.0.2"), Some(("ipv4-compatible", "0.0.0.2".into())));
+        assert_eq!(
+            one("::ffff:10.0.0.1"),
+            Some(("ipv4-mapped", "10.0.0.1".into()))
+        );
+        assert_eq!(
+            one("::ffff:7f00:1"),
+            Some(("ipv4-mapped", "127.0.0.1".into()))
+        );
+        assert_eq!(
+            one("::10.0.0.1"),
+            Some(("ipv4-compatible", "10.0.0.1".into()))
+        );
+        assert_eq!(
+            one("::0.0.0.2"),
+            Some(("ipv4-compatible", "0.0.0.2".into()))
+        );
         assert_eq!(one("::"), None);
         assert_eq!(one("::1"), None);
         // Translation forms are ranges of their own, not judged by what they carry.
@@ -390,7 +407,10 @@ mod tests {
         assert_eq!(one("2606:4700::1111"), None);
         assert_eq!(label6("64:ff9b::5db8:d822"), Some("nat64"));
         assert_eq!(label6("2002:5db8:d822::1"), Some("6to4"));
-        assert_eq!(label6("2001:0:4136:e378:8000:63bf:a247:27dd"), Some("teredo"));
+        assert_eq!(
+            label6("2001:0:4136:e378:8000:63bf:a247:27dd"),
+            Some("teredo")
+        );
         assert_eq!(label4("168.63.129.16"), Some(PLATFORM));
     }
 

@@ -719,7 +719,10 @@ mod tests {
                 )),
             );
         }
-        check("https://a.example/%20%7E%80", Ok("https://a.example/%20%7E%80"));
+        check(
+            "https://a.example/%20%7E%80",
+            Ok("https://a.example/%20%7E%80"),
+        );
     }
 
     #[test]
