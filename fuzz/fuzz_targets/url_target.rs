@@ -54,6 +54,8 @@ fuzz_target!(|data: &[u8]| {
                 .iter()
                 .filter_map(|net| IpNet::from_str(net).ok())
                 .collect(),
+            nat64_prefixes: Vec::new(),
+            max_url_bytes: usize::MAX,
         };
         // The Host header a daemon would write from the target must satisfy the header check.
         let host = vec![("Host".to_owned(), target.authority().into_bytes())];

@@ -136,6 +136,45 @@ fn rules_that_change_under_a_queued_message_dead_letter_it() {
     );
 }
 
+/// The whole pre-flight runs again at every attempt: a method a reload removed from
+/// `preflight.methods` dead-letters the queued message at once, with the rule as its reason.
+#[test]
+fn a_method_removed_by_a_reload_dead_letters_queued_messages() {
+    let port = harness::free_port();
+    let base = format!("{FAST_RETRY}{}", local(&[port], &["hooks.test"]));
+    let whomp = Whomp::start(&base);
+    let id = whomp.submit(&envelope(
+        "PUT",
+        &format!("http://hooks.test:{port}/in"),
+        &[],
+        "x",
+    ));
+    wait_for("a first attempt fails", || {
+        whomp.status(&id)["attempt_count"].as_u64() >= Some(1)
+    });
+    whomp.rewrite(&base.replace("methods: [POST, PUT]", "methods: [POST]"));
+    whomp.daemon.signal(rustix::process::Signal::HUP);
+    wait_for("the reload is logged", || {
+        whomp.daemon.output().contains("config reloaded")
+    });
+    // Two more attempts are enough for the new rules to be seen; a dead message makes none.
+    let after_reload = whomp.status(&id)["attempt_count"].as_u64().unwrap_or(0);
+    let mut status = whomp.status(&id);
+    wait_for("the message is dead or has been tried twice more", || {
+        status = whomp.status(&id);
+        status["state"] == "dead" || status["attempt_count"].as_u64() >= Some(after_reload + 2)
+    });
+    assert_eq!(status["state"], "dead", "{status}");
+    assert_eq!(
+        status["last_error"],
+        "pre-flight refused (method): method PUT is not allowed (allowed: POST)"
+    );
+    assert_eq!(
+        whomp.metric("whomp_preflight_rejections_total{rule=\"method\"}"),
+        1.0
+    );
+}
+
 #[test]
 fn sigterm_exits_cleanly_and_the_lock_keeps_a_second_daemon_out() {
     let mut whomp = Whomp::start(&local(&[443], &[]));

@@ -29,15 +29,21 @@ fn section_config(section: &Section, dns: SocketAddr) -> String {
             format!("{name:?}: {}", list(addrs))
         })
         .collect();
+    fn nets<T: std::fmt::Display>(nets: &[T]) -> String {
+        let quoted: Vec<String> = nets.iter().map(|n| format!("\"{n}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
     format!(
-        "preflight:\n  allow_http: {}\n  methods: {}\n  ports: {}\n  reject_hosts: {}\n  reject_cidrs: {}\n  allow_cidrs: {}\n\
+        "preflight:\n  allow_http: {}\n  methods: {}\n  ports: {}\n  reject_hosts: {}\n  reject_cidrs: {}\n  allow_cidrs: {}\n  nat64_prefixes: {}\n  max_url_bytes: {}\n\
          dns:\n  servers: [\"{dns}\"]\n  static: {{ {} }}\n",
         r.allow_http,
         quoted(&r.methods),
         list(r.ports.iter().map(u16::to_string).collect()),
         quoted(&r.reject_hosts),
-        list(r.reject_cidrs.iter().map(|n| format!("\"{n}\"")).collect()),
-        list(r.allow_cidrs.iter().map(|n| format!("\"{n}\"")).collect()),
+        nets(&r.reject_cidrs),
+        nets(&r.allow_cidrs),
+        nets(&r.nat64_prefixes),
+        r.max_url_bytes,
         statics.join(", ")
     )
 }

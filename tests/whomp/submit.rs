@@ -327,3 +327,81 @@ fn an_idempotency_key_returns_the_first_id_even_after_a_restart() {
     assert_eq!(submit(&whomp, "order-18"), other);
     assert_eq!(receiver.count(), 2, "one delivery per key");
 }
+
+/// Hostile JSON: six ~14 MB envelopes of tiny header pairs at once. The header limits hold while
+/// the JSON is read (no million-entry vector first), so peak memory stays bounded, and the
+/// parses run off the async workers, so a small request is answered while they run.
+#[test]
+fn a_flood_of_header_pairs_is_refused_in_bounded_memory_and_others_are_answered() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Peak resident memory of the daemon (VmHWM), in KiB.
+    fn peak_kib(pid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    const FLOODS: usize = 6;
+    /// Generous for six requests' raw bodies (each held while it is read and parsed) and the
+    /// daemon itself; the unbounded parse needed several times this.
+    const CEILING_MIB: u64 = 256;
+
+    let port = harness::free_port();
+    let whomp = Whomp::start(&local(&[port], &["hooks.test"]));
+    let addr = whomp.submit_addr();
+    // The largest JSON submission the default 10 MiB body limit lets in, made of `["a","b"],`.
+    let head = format!(r#"{{"method":"POST","url":"http://hooks.test:{port}/in","headers":["#);
+    let pairs = (13 * 1024 * 1024 - head.len()) / 10;
+    let mut flood = head.into_bytes();
+    for _ in 0..pairs {
+        flood.extend_from_slice(br#"["a","b"],"#);
+    }
+    flood.extend_from_slice(br#"["a","b"]]}"#);
+    let flood = Arc::new(flood);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let floods: Vec<_> = (0..FLOODS)
+        .map(|_| {
+            let (flood, sent) = (flood.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(harness::DEADLINE)).unwrap();
+                let head = format!(
+                    "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    flood.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&flood).unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    wait_for("every flood is sent", || {
+        sent.load(Ordering::SeqCst) == FLOODS
+    });
+    // A small dry run while the floods are parsed: answered (the read deadline is the bound).
+    let asked = std::time::Instant::now();
+    let (status, body) = whomp.post_json(
+        "/v1/preflight",
+        "",
+        &envelope("POST", &format!("http://hooks.test:{port}/in"), &[], "x"),
+    );
+    assert_eq!(status, 200, "{body}");
+    eprintln!("small request answered after {:?}", asked.elapsed());
+    for flood in floods {
+        let answer = flood.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("more than 200 headers"), "{answer}");
+    }
+    let peak = peak_kib(whomp.daemon.pid()) / 1024;
+    eprintln!("whomp peak RSS after {FLOODS} floods: {peak} MiB");
+    assert!(
+        peak < CEILING_MIB,
+        "peak RSS {peak} MiB, over the ceiling of {CEILING_MIB} MiB"
+    );
+}

@@ -2,9 +2,10 @@
 //! pre-flight against the current rules.
 //!
 //! Two kinds of refusal at attempt time, two outcomes:
-//! - the target itself is now forbidden (scheme, port, host pattern or literal address, because
-//!   the rules changed since submission): nothing will change that, so the message goes to
-//!   `dead/` at once ([`delivery::Refused`] with `permanent`);
+//! - the message itself is now forbidden (the whole pre-flight that needs no DNS runs again:
+//!   URL length and syntax, method, header fields, scheme, port, host pattern, literal address;
+//!   the rules may have changed since submission): nothing will change that, so the message
+//!   goes to `dead/` at once ([`delivery::Refused`] with `permanent`), the rule in its reason;
 //! - the host's name does not resolve, or resolves to a forbidden address (DNS rebinding, or a
 //!   DNS outage): DNS may change back, so it is a failed attempt retried by the policy, and no
 //!   connection is made.
@@ -62,14 +63,14 @@ impl delivery::Courier for Courier {
         let message =
             stored::decode(&file).map_err(|e| refuse(String::new(), e.to_string(), true))?;
         let url = message.url.clone();
-        let target = netguard::parse_target(&url).map_err(|r| {
-            self.metrics.rejected(r.rule);
-            refuse(url.clone(), refused(&r), true)
-        })?;
-        live.guard.rules.check_target(&target).map_err(|r| {
-            self.metrics.rejected(r.rule);
-            refuse(url.clone(), refused(&r), true)
-        })?;
+        let target = live
+            .guard
+            .rules
+            .check_request(&message.method, &url, &message.headers)
+            .map_err(|r| {
+                self.metrics.rejected(r.rule);
+                refuse(url.clone(), refused(&r), true)
+            })?;
         let method = Method::from_bytes(message.method.as_bytes()).map_err(|_| {
             refuse(
                 url.clone(),

@@ -52,6 +52,8 @@ fn rules(p: &config::whomp::Preflight) -> Rules {
         reject_hosts: p.reject_hosts.clone(),
         reject_cidrs: p.reject_cidrs.clone(),
         allow_cidrs: p.allow_cidrs.clone(),
+        nat64_prefixes: p.nat64_prefixes.clone(),
+        max_url_bytes: p.max_url_bytes,
     }
 }
 

@@ -34,6 +34,10 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Room for the head of a `message/http` submission, beyond the body limit.
 const HEAD_ALLOWANCE: u64 = 64 * 1024;
 
+/// Submissions up to this size are parsed where they arrive; larger ones on the blocking pool,
+/// so that a few large (or hostile) ones cannot hold every async worker while others wait.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
 /// Seconds a submitter is told to wait when the spool cannot store.
 const RETRY_AFTER_SECS: &str = "30";
 
@@ -264,21 +268,29 @@ impl Submissions {
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
             ..httpmsg::Limits::default()
         };
-        let mut message = match form {
-            Form::Http => httpmsg::parse(&bytes, &limits).map_err(|e| {
-                if e.is_too_large() {
-                    Refusal::too_large(e)
-                } else {
-                    Refusal::invalid(e)
+        let inline = bytes.len() <= INLINE_PARSE_BYTES;
+        let parse = move || {
+            let parsed = match form {
+                Form::Http => {
+                    httpmsg::parse(&bytes, &limits).map_err(|e| (e.is_too_large(), e.to_string()))
                 }
-            })?,
-            Form::Json => httpmsg::from_json(&bytes, &limits).map_err(|e| {
-                if e.is_too_large() {
-                    Refusal::too_large(e)
+                Form::Json => httpmsg::from_json(&bytes, &limits)
+                    .map_err(|e| (e.is_too_large(), e.to_string())),
+            };
+            parsed.map_err(|(too_large, error)| {
+                if too_large {
+                    Refusal::too_large(error)
                 } else {
-                    Refusal::invalid(e)
+                    Refusal::invalid(error)
                 }
-            })?,
+            })
+        };
+        let mut message = if inline {
+            parse()?
+        } else {
+            tokio::task::spawn_blocking(parse)
+                .await
+                .map_err(|_| Refusal::invalid("submission could not be parsed"))??
         };
         if let Some(problem) = not_absolute(&message.target) {
             return Err(Refusal::invalid(problem));

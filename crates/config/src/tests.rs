@@ -806,3 +806,26 @@ fn whomp_refuses_internal_names_by_default() {
         "a list in the config replaces the default"
     );
 }
+
+#[test]
+fn whomp_nat64_prefixes_and_url_limit() {
+    let config = whomp_ok("");
+    assert!(config.preflight.nat64_prefixes.is_empty());
+    assert_eq!(config.preflight.max_url_bytes, 8192);
+    let config = whomp_ok(
+        "preflight:\n  nat64_prefixes: [\"64:ff9b::/96\", \"2001:db8:64::/48\"]\n  max_url_bytes: 2048\n",
+    );
+    assert_eq!(config.preflight.nat64_prefixes.len(), 2);
+    assert_eq!(config.preflight.max_url_bytes, 2048);
+    check(
+        parse_whomp,
+        "preflight:\n  nat64_prefixes: [\"64:ff9b::/95\", 10.0.0.0/8]\n  max_url_bytes: 0\n",
+        &format!(
+            "{FILE}:2:20: nat64 prefix 64:ff9b::/95 must be an IPv6 prefix of length 32, 40, 48, \
+             56, 64 or 96 (RFC 6052), such as \"64:ff9b::/96\"\n\
+             {FILE}:2:36: nat64 prefix 10.0.0.0/8 must be an IPv6 prefix of length 32, 40, 48, \
+             56, 64 or 96 (RFC 6052), such as \"64:ff9b::/96\"\n\
+             {FILE}:3:18: max_url_bytes must be at least 1"
+        ),
+    );
+}

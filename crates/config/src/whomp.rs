@@ -105,6 +105,11 @@ pub struct Preflight {
     pub reject_cidrs: Vec<IpNet>,
     /// Exceptions to the built-in ranges.
     pub allow_cidrs: Vec<IpNet>,
+    /// NAT64 prefixes in use (IPv6, RFC 6052 lengths); addresses inside them are judged by the
+    /// IPv4 address they carry. Default none: every NAT64, 6to4 and Teredo address is refused.
+    pub nat64_prefixes: Vec<IpNet>,
+    /// The longest target URL accepted; default 8192 bytes.
+    pub max_url_bytes: usize,
 }
 
 impl Default for Preflight {
@@ -120,6 +125,8 @@ impl Default for Preflight {
                 .to_vec(),
             reject_cidrs: Vec::new(),
             allow_cidrs: Vec::new(),
+            nat64_prefixes: Vec::new(),
+            max_url_bytes: 8 * 1024,
         }
     }
 }
@@ -209,6 +216,8 @@ struct RawPreflight {
     reject_hosts: Option<Vec<String>>,
     reject_cidrs: Option<Vec<CidrValue>>,
     allow_cidrs: Option<Vec<CidrValue>>,
+    nat64_prefixes: Option<Vec<CidrValue>>,
+    max_url_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -372,6 +381,18 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
             .map(|n| n.0)
             .collect::<Vec<_>>()
     };
+    let nat64_prefixes = nets(raw.nat64_prefixes);
+    for (i, net) in nat64_prefixes.iter().enumerate() {
+        if !matches!(net, IpNet::V6(_)) || ![32, 40, 48, 56, 64, 96].contains(&net.prefix_len()) {
+            ck.problem(
+                &at.key("nat64_prefixes").index(i),
+                format_args!(
+                    "nat64 prefix {net} must be an IPv6 prefix of length 32, 40, 48, 56, 64 or \
+                     96 (RFC 6052), such as \"64:ff9b::/96\""
+                ),
+            );
+        }
+    }
     Preflight {
         allow_http: raw.allow_http.unwrap_or(default.allow_http),
         methods,
@@ -379,6 +400,13 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
         reject_hosts,
         reject_cidrs: nets(raw.reject_cidrs),
         allow_cidrs: nets(raw.allow_cidrs),
+        nat64_prefixes,
+        max_url_bytes: ck.at_least_one(
+            &at.key("max_url_bytes"),
+            "max_url_bytes",
+            raw.max_url_bytes,
+            default.max_url_bytes,
+        ),
     }
 }
 

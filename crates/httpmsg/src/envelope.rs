@@ -4,11 +4,20 @@
 //!
 //! It is checked as strictly as the `message/http` form and yields the same normalized
 //! [`Message`], so that everything after submission handles one kind of thing.
+//!
+//! The header limits hold *while* the JSON is read, not after: a 14 MB envelope of tiny
+//! `["a","b"]` pairs would otherwise become a vector of a million and a half pairs (some 300 MB)
+//! before anything counted them. So the envelope is read by hand-written serde seeds that stop
+//! at the first pair over [`Limits::max_headers`] or [`Limits::max_header_bytes`], and that never
+//! take more than two strings from a pair.
+
+use std::cell::Cell;
+use std::fmt;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::fields::{forbidden_target_byte, snippet, trim_ows, valid_header_value, valid_token};
 use crate::message::{normalize_framing, Message};
@@ -117,18 +126,174 @@ impl EnvelopeError {
     }
 }
 
-/// The envelope as it is written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The envelope as it is written, headers already counted against the limits.
 struct Envelope {
     method: String,
     url: String,
-    #[serde(default)]
-    headers: Vec<Vec<String>>,
-    #[serde(default)]
+    headers: Vec<(String, String)>,
     body: Option<String>,
-    #[serde(default)]
     body_base64: Option<String>,
+}
+
+const FIELDS: &[&str] = &["method", "url", "headers", "body", "body_base64"];
+
+/// Reads the envelope object; a limit it breaks is left in `broken` (serde errors carry only
+/// text), and the read stops there.
+struct EnvelopeSeed<'a> {
+    limits: &'a Limits,
+    broken: &'a Cell<Option<EnvelopeError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Envelope, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            name: &'static str,
+            value: T,
+        ) -> Result<(), E> {
+            match slot.replace(value) {
+                None => Ok(()),
+                Some(_) => Err(E::duplicate_field(name)),
+            }
+        }
+        let (mut method, mut url, mut headers) = (None, None, None);
+        let (mut body, mut body_base64) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "method" => once(&mut method, "method", map.next_value::<String>()?)?,
+                "url" => once(&mut url, "url", map.next_value::<String>()?)?,
+                "headers" => {
+                    let seed = HeadersSeed {
+                        limits: self.limits,
+                        broken: self.broken,
+                    };
+                    once(&mut headers, "headers", map.next_value_seed(seed)?)?
+                }
+                "body" => once(&mut body, "body", map.next_value::<Option<String>>()?)?,
+                "body_base64" => once(
+                    &mut body_base64,
+                    "body_base64",
+                    map.next_value::<Option<String>>()?,
+                )?,
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        Ok(Envelope {
+            method: method.ok_or_else(|| de::Error::missing_field("method"))?,
+            url: url.ok_or_else(|| de::Error::missing_field("url"))?,
+            headers: headers.unwrap_or_default(),
+            body: body.flatten(),
+            body_base64: body_base64.flatten(),
+        })
+    }
+}
+
+/// Reads `headers`, counting pairs and their bytes (as written: `name: value` and CRLF) as it
+/// goes.
+struct HeadersSeed<'a> {
+    limits: &'a Limits,
+    broken: &'a Cell<Option<EnvelopeError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for HeadersSeed<'_> {
+    type Value = Vec<(String, String)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeadersSeed<'_> {
+    type Value = Vec<(String, String)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut headers = Vec::new();
+        let mut total = 0usize;
+        let stop = |error: EnvelopeError| {
+            self.broken.set(Some(error));
+            Err(de::Error::custom("limit"))
+        };
+        loop {
+            let index = headers.len();
+            let seed = PairSeed {
+                index,
+                broken: self.broken,
+            };
+            let Some((name, value)) = seq.next_element_seed(seed)? else {
+                return Ok(headers);
+            };
+            if index == self.limits.max_headers {
+                return stop(EnvelopeError::TooManyHeaders {
+                    limit: self.limits.max_headers,
+                });
+            }
+            total = total.saturating_add(name.len() + trim_ows(value.as_bytes()).len() + 4);
+            if total > self.limits.max_header_bytes {
+                return stop(EnvelopeError::HeadersTooLarge {
+                    limit: self.limits.max_header_bytes,
+                });
+            }
+            headers.push((name, value));
+        }
+    }
+}
+
+/// Reads one `[name, value]` pair, and not a string more.
+struct PairSeed<'a> {
+    index: usize,
+    broken: &'a Cell<Option<EnvelopeError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for PairSeed<'_> {
+    type Value = (String, String);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PairSeed<'_> {
+    type Value = (String, String);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let name = seq.next_element::<String>()?;
+        let value = match name {
+            Some(_) => seq.next_element::<String>()?,
+            None => None,
+        };
+        match (name, value) {
+            (Some(name), Some(value)) if seq.next_element::<IgnoredAny>()?.is_none() => {
+                Ok((name, value))
+            }
+            _ => {
+                self.broken
+                    .set(Some(EnvelopeError::HeaderShape { index: self.index }));
+                Err(de::Error::custom("shape"))
+            }
+        }
+    }
 }
 
 /// Reads a JSON envelope into a normalized [`Message`] whose target is the `url`.
@@ -136,9 +301,17 @@ struct Envelope {
 /// `method` and `url` are required; `headers` defaults to none; the body is `body` (as UTF-8),
 /// the decoded `body_base64`, or empty when neither is given. Header values lose surrounding
 /// whitespace as in the `message/http` form. A `Content-Length` header must match the body;
-/// `Transfer-Encoding` is refused.
+/// `Transfer-Encoding` is refused. The header limits are applied while the JSON is read.
 pub fn from_json(input: &[u8], limits: &Limits) -> Result<Message, EnvelopeError> {
-    let envelope: Envelope = serde_json::from_slice(input).map_err(EnvelopeError::Json)?;
+    let broken = Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(input);
+    let envelope = EnvelopeSeed {
+        limits,
+        broken: &broken,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|envelope| deserializer.end().map(|()| envelope))
+    .map_err(|e| broken.take().unwrap_or(EnvelopeError::Json(e)))?;
 
     if !valid_token(&envelope.method) {
         return Err(EnvelopeError::Method);
@@ -162,20 +335,8 @@ pub fn from_json(input: &[u8], limits: &Limits) -> Result<Message, EnvelopeError
         });
     }
 
-    if envelope.headers.len() > limits.max_headers {
-        return Err(EnvelopeError::TooManyHeaders {
-            limit: limits.max_headers,
-        });
-    }
-    // Counted as they would be written: `name: value` and CRLF.
-    let mut total = 0usize;
     let mut fields = Vec::with_capacity(envelope.headers.len());
-    for (index, pair) in envelope.headers.into_iter().enumerate() {
-        // Taken as a list rather than a tuple: serde_json calls a third element "trailing
-        // characters", which would puzzle the person reading it.
-        let Ok([name, value]) = <[String; 2]>::try_from(pair) else {
-            return Err(EnvelopeError::HeaderShape { index });
-        };
+    for (index, (name, value)) in envelope.headers.into_iter().enumerate() {
         if !valid_token(&name) {
             return Err(EnvelopeError::HeaderName {
                 index,
@@ -195,12 +356,6 @@ pub fn from_json(input: &[u8], limits: &Limits) -> Result<Message, EnvelopeError
                 index,
                 value: snippet(&value),
                 actual: body.len(),
-            });
-        }
-        total = total.saturating_add(name.len() + value.len() + 4);
-        if total > limits.max_header_bytes {
-            return Err(EnvelopeError::HeadersTooLarge {
-                limit: limits.max_header_bytes,
             });
         }
         fields.push((name, value));
@@ -395,5 +550,35 @@ mod tests {
         assert!(!run("{'method': 'GET', 'url': ''}")
             .unwrap_err()
             .is_too_large());
+    }
+
+    #[test]
+    fn limits_stop_the_read_at_the_first_pair_over_them() {
+        // Whatever follows the pair over a limit is never read: not even broken JSON.
+        let too_many = run("{'method': 'GET', 'url': '/', \
+             'headers': [['A', '1'], ['B', '2'], ['C', '3'], ['D', '4'], !!!")
+        .unwrap_err();
+        assert_eq!(too_many.to_string(), "more than 3 headers");
+        let long = format!(
+            "{{'method': 'GET', 'url': '/', 'headers': [['A', '{}'], !!!",
+            "x".repeat(96)
+        );
+        assert_eq!(
+            run(&long).unwrap_err().to_string(),
+            "headers exceed 100 bytes"
+        );
+        // A pair is read as two strings and no more.
+        check_err(
+            "{'method': 'GET', 'url': '/', 'headers': [['A', '1', 'x', 'y', 'z']]}",
+            "headers[0]: must be [name, value]",
+        );
+        check_err(
+            "{'method': 'GET', 'url': '/', 'headers': [['A', 1]]}",
+            "invalid type: integer `1`, expected a string at line 1 column 49",
+        );
+        check_err(
+            "{'method': 'GET', 'method': 'PUT', 'url': '/'}",
+            "duplicate field `method` at line 1 column 33",
+        );
     }
 }

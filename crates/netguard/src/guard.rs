@@ -2,9 +2,10 @@
 //!
 //! One bad address refuses the target, because whomp cannot know which address the network will
 //! pick, and a name that resolves to a public and a private address is how DNS-based attacks
-//! start. whomp calls [`Guard::preflight`] at submission and [`Guard::resolve_checked`] before
-//! each delivery attempt, and connects only to the addresses that call returned: an attacker who
-//! changes the DNS answer between the check and the connection (DNS rebinding) gains nothing.
+//! start. whomp calls [`Guard::preflight`] at submission; before each delivery attempt it runs
+//! [`Rules::check_request`] on the stored message again and then [`Guard::resolve_checked`], and
+//! connects only to the addresses that call returned: an attacker who changes the DNS answer
+//! between the check and the connection (DNS rebinding) gains nothing.
 
 use std::net::{IpAddr, SocketAddr};
 

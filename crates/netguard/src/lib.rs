@@ -23,15 +23,16 @@ pub mod testing;
 
 pub use guard::{Guard, Verdict};
 pub use resolver::{Resolver, ResolverConfigError, DEFAULT_TIMEOUT};
-pub use rules::{InvalidRules, Rules};
+pub use rules::{InvalidRules, Rules, DEFAULT_MAX_URL_BYTES};
 pub use target::{parse_target, Host, Scheme, Target};
 
 /// Why a target was refused: the rule that refused it and a message saying what to change.
 ///
 /// whomp answers a submission refused this way with `422` and the message, and counts it in
 /// `whomp_preflight_rejections_total{rule}` with [`Rule::as_str`]. At a delivery attempt, a
-/// refusal of rule [`Rule::Dns`] is a failed attempt to retry; any other rule means the target
-/// became forbidden (the rules changed) and the message should be dead-lettered.
+/// refusal by [`Rules::check_request`] means the message became forbidden (the rules changed)
+/// and should be dead-lettered; one by [`Guard::resolve_checked`]'s lookup (a DNS failure, or an
+/// answer in a refused range) is a failed attempt to retry, since DNS may change back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Rejection {

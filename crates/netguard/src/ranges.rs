@@ -4,14 +4,19 @@
 //! The list follows the IANA IPv4 and IPv6 special-purpose address registries: every range that
 //! is not globally reachable, plus the anycast ranges (AS112, AMT, the 6to4 relay) that no webhook
 //! lives on, plus the cloud metadata addresses named as such so an operator reading a refusal
-//! knows what was at stake. For IPv6, everything outside the global unicast block `2000::/3` is
-//! refused too (as `reserved` when it has no more specific name), because nothing there is
-//! reachable on the internet. Ranges are matched in order and the first match names the refusal,
-//! so the more specific ranges come first.
+//! knows what was at stake, plus platform-internal addresses that sit in public space and so are
+//! in no registry (Azure's WireServer, `168.63.129.16`). For IPv6, everything outside the global
+//! unicast block `2000::/3` is refused too (as `reserved` when it has no more specific name),
+//! because nothing there is reachable on the internet. Ranges are matched in order and the first
+//! match names the refusal, so the more specific ranges come first.
 //!
-//! An IPv6 address can carry an IPv4 address that the network will actually reach
-//! (`::ffff:10.0.0.1`, `64:ff9b::a00:1`, `2002:a00:1::`, Teredo); [`embedded_v4`] digs those out
-//! so that they are checked as the IPv4 addresses they are.
+//! An IPv6 address can carry an IPv4 address that the network will actually reach. The host's
+//! own stack reaches the IPv4 address of an IPv4-mapped or IPv4-compatible address
+//! (`::ffff:10.0.0.1`); [`embedded_v4`] digs it out so that it is checked as the IPv4 address it
+//! is. Translation forms (NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo
+//! `2001::/32`) are in the list as ranges of their own, refused whatever they carry: which IPv4
+//! address a translator or relay reaches is up to a box whomp cannot see. A site whose NAT64
+//! gateway it trusts names the prefix, and [`nat64_v4`] reads the IPv4 address out of it.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -61,10 +66,15 @@ const fn v6(base: [u16; 8], len: u32, range: &'static str, label: &'static str) 
 /// Label of the cloud instance metadata endpoints (AWS, GCP, Azure, Oracle, Alibaba, ECS).
 pub(crate) const METADATA: &str = "cloud metadata";
 
+/// Label of cloud platform services on public addresses that answer only from inside the
+/// platform (Azure's WireServer and host DNS, `168.63.129.16`).
+pub(crate) const PLATFORM: &str = "platform internal";
+
 const IPV4: &[V4] = &[
     v4([169, 254, 169, 254], 32, "169.254.169.254/32", METADATA),
     v4([169, 254, 170, 2], 32, "169.254.170.2/32", METADATA),
     v4([100, 100, 100, 200], 32, "100.100.100.200/32", METADATA),
+    v4([168, 63, 129, 16], 32, "168.63.129.16/32", PLATFORM),
     v4([0, 0, 0, 0], 8, "0.0.0.0/8", "this network"),
     v4([10, 0, 0, 0], 8, "10.0.0.0/8", "private"),
     v4([100, 64, 0, 0], 10, "100.64.0.0/10", "cgnat"),
@@ -101,11 +111,19 @@ const IPV6: &[V6] = &[
     v6([0, 0, 0, 0, 0, 0, 0, 0], 128, "::/128", "unspecified"),
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "::1/128", "loopback"),
     v6(
+        [0x64, 0xff9b, 0, 0, 0, 0, 0, 0],
+        96,
+        "64:ff9b::/96",
+        "nat64",
+    ),
+    v6(
         [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
         48,
         "64:ff9b:1::/48",
         "nat64 local-use",
     ),
+    v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "2002::/16", "6to4"),
+    v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "2001::/32", "teredo"),
     v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "100::/64", "discard"),
     v6(
         [0x2001, 2, 0, 0, 0, 0, 0, 0],
@@ -191,7 +209,7 @@ pub(crate) fn special_v4(ip: Ipv4Addr) -> Option<Special> {
 }
 
 /// The first built-in range holding `ip`, if any. Callers check [`embedded_v4`] first: the
-/// IPv4-mapped, IPv4-compatible and NAT64 forms sit inside `::/8` here.
+/// IPv4-mapped and IPv4-compatible forms sit inside `::/8` here.
 pub(crate) fn special_v6(ip: Ipv6Addr) -> Option<Special> {
     let ip = u128::from(ip);
     IPV6.iter()
@@ -205,41 +223,51 @@ pub(crate) fn special_v6(ip: Ipv6Addr) -> Option<Special> {
 /// An IPv4 address carried inside an IPv6 address, and the name of the form that carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Embedded {
-    /// e.g. `ipv4-mapped`, `nat64`, `teredo client`.
+    /// `ipv4-mapped`, `ipv4-compatible` or `nat64`.
     pub(crate) form: &'static str,
     /// The address the network would reach.
     pub(crate) v4: Ipv4Addr,
 }
 
-/// The IPv4 addresses an IPv6 address embeds: IPv4-mapped `::ffff:0:0/96`, IPv4-compatible
-/// `::/96` (but not `::` and `::1`), NAT64 `64:ff9b::/96`, 6to4 `2002::/16` and Teredo
-/// `2001::/32` (its server, and its client with the bits inverted).
-pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Vec<Embedded> {
-    let bits = u128::from(ip);
-    let low32 = Ipv4Addr::from(bits as u32);
-    let embedded = |form, v4| vec![Embedded { form, v4 }];
-    match ip.segments() {
-        [0, 0, 0, 0, 0, 0xffff, _, _] => embedded("ipv4-mapped", low32),
-        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
-            embedded("ipv4-compatible", low32)
-        }
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => embedded("nat64", low32),
-        [0x2002, hi, lo, ..] => embedded(
-            "6to4",
-            Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)),
-        ),
-        [0x2001, 0, hi, lo, ..] => vec![
-            Embedded {
-                form: "teredo client",
-                v4: Ipv4Addr::from(!(bits as u32)),
-            },
-            Embedded {
-                form: "teredo server",
-                v4: Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)),
-            },
-        ],
-        _ => Vec::new(),
+/// The IPv4 address that the host's own stack reaches for an IPv4-mapped (`::ffff:0:0/96`) or
+/// IPv4-compatible (`::/96`, but not `::` and `::1`) address.
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Embedded> {
+    let form = match ip.segments() {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => "ipv4-mapped",
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => "ipv4-compatible",
+        _ => return None,
+    };
+    Some(Embedded {
+        form,
+        v4: Ipv4Addr::from(u128::from(ip) as u32),
+    })
+}
+
+/// Whether `len` is a NAT64 prefix length RFC 6052 defines.
+pub(crate) fn is_nat64_len(len: u8) -> bool {
+    matches!(len, 32 | 40 | 48 | 56 | 64 | 96)
+}
+
+/// The IPv4 address inside `ip` when `ip` is in the NAT64 prefix `prefix` of length `len`, laid
+/// out as RFC 6052 section 2.2 says: the four bytes follow the prefix, skipping byte 8 (bits
+/// 64-71, which must be zero).
+pub(crate) fn nat64_v4(ip: Ipv6Addr, prefix: Ipv6Addr, len: u8) -> Option<Embedded> {
+    if !is_nat64_len(len) {
+        return None;
     }
+    let mask = u128::MAX << (128 - u32::from(len));
+    if u128::from(ip) & mask != u128::from(prefix) & mask {
+        return None;
+    }
+    let bytes = ip.octets();
+    let mut v4 = (usize::from(len) / 8..16)
+        .filter(|&i| i != 8)
+        .map(|i| bytes[i]);
+    let mut next = || v4.next().unwrap_or(0);
+    Some(Embedded {
+        form: "nat64",
+        v4: Ipv4Addr::new(next(), next(), next(), next()),
+    })
 }
 
 #[cfg(test)]
@@ -352,30 +380,57 @@ mod tests {
 
     #[test]
     fn finds_embedded_ipv4() {
-        let one = |ip: &str| -> Vec<(&str, String)> {
-            embedded_v4(ip.parse().unwrap())
-                .into_iter()
-                .map(|e| (e.form, e.v4.to_string()))
-                .collect()
+        let one = |ip: &str| -> Option<(&str, String)> {
+            embedded_v4(ip.parse().unwrap()).map(|e| (e.form, e.v4.to_string()))
         };
-        assert_eq!(one("::ffff:10.0.0.1"), [("ipv4-mapped", "10.0.0.1".into())]);
-        assert_eq!(one("::ffff:7f00:1"), [("ipv4-mapped", "127.0.0.1".into())]);
-        assert_eq!(one("::10.0.0.1"), [("ipv4-compatible", "10.0.0.1".into())]);
-        assert_eq!(one("::0.0.0.2"), [("ipv4-compatible", "0.0.0.2".into())]);
-        assert_eq!(one("::"), []);
-        assert_eq!(one("::1"), []);
         assert_eq!(
-            one("64:ff9b::a9fe:a9fe"),
-            [("nat64", "169.254.169.254".into())]
+            one("::ffff:10.0.0.1"),
+            Some(("ipv4-mapped", "10.0.0.1".into()))
         );
-        assert_eq!(one("2002:c0a8:101::1"), [("6to4", "192.168.1.1".into())]);
         assert_eq!(
-            one("2001:0:4136:e378:8000:63bf:3fff:fdd2"),
-            [
-                ("teredo client", "192.0.2.45".into()),
-                ("teredo server", "65.54.227.120".into())
-            ]
+            one("::ffff:7f00:1"),
+            Some(("ipv4-mapped", "127.0.0.1".into()))
         );
-        assert_eq!(one("2606:4700::1111"), []);
+        assert_eq!(
+            one("::10.0.0.1"),
+            Some(("ipv4-compatible", "10.0.0.1".into()))
+        );
+        assert_eq!(
+            one("::0.0.0.2"),
+            Some(("ipv4-compatible", "0.0.0.2".into()))
+        );
+        assert_eq!(one("::"), None);
+        assert_eq!(one("::1"), None);
+        // Translation forms are ranges of their own, not judged by what they carry.
+        assert_eq!(one("64:ff9b::a9fe:a9fe"), None);
+        assert_eq!(one("2002:c0a8:101::1"), None);
+        assert_eq!(one("2606:4700::1111"), None);
+        assert_eq!(label6("64:ff9b::5db8:d822"), Some("nat64"));
+        assert_eq!(label6("2002:5db8:d822::1"), Some("6to4"));
+        assert_eq!(
+            label6("2001:0:4136:e378:8000:63bf:a247:27dd"),
+            Some("teredo")
+        );
+        assert_eq!(label4("168.63.129.16"), Some(PLATFORM));
+    }
+
+    #[test]
+    fn reads_ipv4_out_of_every_rfc6052_prefix_length() {
+        // RFC 6052 section 2.4's examples: 192.0.2.33 under 2001:db8::/32 ... /96.
+        for (len, ip) in [
+            (32, "2001:db8:c000:221::"),
+            (40, "2001:db8:1c0:2:21::"),
+            (48, "2001:db8:122:c000:2:2100::"),
+            (56, "2001:db8:122:3c0:0:221::"),
+            (64, "2001:db8:122:344:c0:2:2100:0"),
+            (96, "2001:db8:122:344::192.0.2.33"),
+        ] {
+            let prefix: Ipv6Addr = ip.parse().unwrap();
+            let got = nat64_v4(prefix, prefix, len).map(|e| e.v4.to_string());
+            assert_eq!(got.as_deref(), Some("192.0.2.33"), "/{len}");
+        }
+        let wkp: Ipv6Addr = "64:ff9b::".parse().unwrap();
+        assert_eq!(nat64_v4("64:ff9b:1::1".parse().unwrap(), wkp, 96), None);
+        assert_eq!(nat64_v4(wkp, wkp, 33), None);
     }
 }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::ranges::{embedded_v4, special_v4, special_v6, Embedded};
+use crate::ranges::{embedded_v4, is_nat64_len, nat64_v4, special_v4, special_v6, Embedded};
 use crate::target::{parse_authority, parse_target, Host, Scheme, Target};
 use crate::{quoted, Rejection, Rule};
 
@@ -35,7 +35,17 @@ pub struct Rules {
     pub reject_cidrs: Vec<IpNet>,
     /// Exceptions to the built-in special-purpose ranges (e.g. `127.0.0.1/32` in tests).
     pub allow_cidrs: Vec<IpNet>,
+    /// NAT64 prefixes in use on this network (RFC 6052 lengths: /32, /40, /48, /56, /64, /96):
+    /// an address inside one is judged by the IPv4 address it carries. Any other NAT64, 6to4 or
+    /// Teredo address is refused whatever it carries.
+    pub nat64_prefixes: Vec<IpNet>,
+    /// The longest target URL accepted, in bytes.
+    pub max_url_bytes: usize,
 }
+
+/// The default of [`Rules::max_url_bytes`]: longer than any webhook URL, short enough that no
+/// receiver's request line limit is reached.
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 
 impl Default for Rules {
     /// The design's defaults: https only, `POST` only, ports 443 and 8443, and the special-use
@@ -52,6 +62,8 @@ impl Default for Rules {
             ],
             reject_cidrs: Vec::new(),
             allow_cidrs: Vec::new(),
+            nat64_prefixes: Vec::new(),
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
         }
     }
 }
@@ -101,6 +113,16 @@ impl Rules {
         if self.ports.contains(&0) {
             problems.push("port 0 is not a valid port".to_string());
         }
+        for net in &self.nat64_prefixes {
+            if !matches!(net, IpNet::V6(_)) || !is_nat64_len(net.prefix_len()) {
+                problems.push(format!(
+                    "nat64 prefix {net} is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96"
+                ));
+            }
+        }
+        if self.max_url_bytes == 0 {
+            problems.push("max_url_bytes 0 would refuse every url".to_string());
+        }
         for pattern in &self.reject_hosts {
             let name = pattern.strip_prefix("*.").unwrap_or(pattern);
             let name = name.strip_suffix('.').unwrap_or(name);
@@ -135,14 +157,25 @@ impl Rules {
         ports
     }
 
-    /// Every check that needs no DNS, in this order: the URL's syntax, the method, the headers,
-    /// then [`Rules::check_target`]. Returns the normalised target.
+    /// Every check that needs no DNS, in this order: the URL's length and syntax, the method,
+    /// the headers, then [`Rules::check_target`]. Returns the normalised target. whomp runs it at
+    /// submission and again before every attempt, against the rules of the moment.
     pub fn check_request(
         &self,
         method: &str,
         url: &str,
         headers: &[(String, Vec<u8>)],
     ) -> Result<Target, Rejection> {
+        if url.len() > self.max_url_bytes {
+            return Err(Rejection::new(
+                Rule::Url,
+                format!(
+                    "url is {} bytes, longer than the limit of {} (preflight.max_url_bytes)",
+                    url.len(),
+                    self.max_url_bytes
+                ),
+            ));
+        }
         let target = parse_target(url)?;
         self.check_method(method)?;
         check_headers(&target, headers)?;
@@ -176,8 +209,9 @@ impl Rules {
         }
     }
 
-    /// Checks one address against `reject_cidrs`, `allow_cidrs` and the built-in ranges; IPv6
-    /// addresses that embed an IPv4 address are judged by that IPv4 address.
+    /// Checks one address against `reject_cidrs`, `allow_cidrs` and the built-in ranges; an
+    /// IPv4-mapped or IPv4-compatible address, or one inside a named NAT64 prefix, is judged by
+    /// the IPv4 address it carries.
     pub fn check_addr(&self, ip: IpAddr) -> Result<(), Rejection> {
         match self.deny(ip) {
             None => Ok(()),
@@ -201,7 +235,6 @@ impl Rules {
             }
             IpAddr::V6(v6) => v6,
         };
-        let embedded = embedded_v4(v6);
         if let Some(net) = self.reject_cidrs.iter().find(|net| net.contains(&ip)) {
             return Some(Denial {
                 addr: ip,
@@ -213,14 +246,16 @@ impl Rules {
         if self.allow_cidrs.iter().any(|net| net.contains(&ip)) {
             return None;
         }
-        if !embedded.is_empty() {
-            return embedded.into_iter().find_map(|inner| {
-                self.deny_v4(inner.v4).map(|(range, label)| Denial {
-                    addr: ip,
-                    via: Some(inner),
-                    range,
-                    label,
-                })
+        let translated = self.nat64_prefixes.iter().find_map(|net| match net {
+            IpNet::V6(net) => nat64_v4(v6, net.network(), net.prefix_len()),
+            IpNet::V4(_) => None,
+        });
+        if let Some(inner) = translated.or_else(|| embedded_v4(v6)) {
+            return self.deny_v4(inner.v4).map(|(range, label)| Denial {
+                addr: ip,
+                via: Some(inner),
+                range,
+                label,
             });
         }
         special_v6(v6).map(|special| Denial {
@@ -641,8 +676,26 @@ mod tests {
             &[],
             Err((
                 Rule::Address,
+                "address 64:ff9b::505:505 is inside rejected range 64:ff9b::/96 (nat64)",
+            )),
+        );
+        let nat64 = Rules {
+            nat64_prefixes: vec!["64:ff9b::/96".parse().unwrap()],
+            ..rules.clone()
+        };
+        check(
+            &nat64,
+            "POST",
+            "https://[64:ff9b::505:505]/",
+            &[],
+            Err((
+                Rule::Address,
                 "address 64:ff9b::505:505 (nat64, embeds 5.5.5.5) is inside rejected range 5.5.5.0/24 (reject_cidrs)",
             )),
+        );
+        assert_eq!(
+            nat64.check_addr("64:ff9b::5db8:d822".parse().unwrap()),
+            Ok(())
         );
         assert_eq!(rules.check_addr("93.184.216.34".parse().unwrap()), Ok(()));
         assert_eq!(
@@ -656,7 +709,7 @@ mod tests {
         let rejection = rules.check_addr("2001:0:4136:e378:8000:63bf:3fff:fdd2".parse().unwrap());
         assert_eq!(
             rejection.unwrap_err().message,
-            "address 2001:0:4136:e378:8000:63bf:3fff:fdd2 (teredo client, embeds 192.0.2.45) is inside rejected range 192.0.2.0/24 (documentation)"
+            "address 2001:0:4136:e378:8000:63bf:3fff:fdd2 is inside rejected range 2001::/32 (teredo)"
         );
     }
 
@@ -800,11 +853,20 @@ mod tests {
             methods: vec!["POST".into(), "BAD METHOD".into()],
             ports: vec![443, 0],
             reject_hosts: vec!["*.ok".into(), "*".into(), "a.*.b".into(), "".into()],
+            nat64_prefixes: vec![
+                "64:ff9b::/96".parse().unwrap(),
+                "64:ff9b::/95".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+            max_url_bytes: 0,
             ..Rules::default()
         };
         assert_eq!(
             rules.validate().unwrap_err().to_string(),
             "method \"BAD METHOD\" is not an HTTP token; port 0 is not a valid port; \
+             nat64 prefix 64:ff9b::/95 is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96; \
+             nat64 prefix 10.0.0.0/8 is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96; \
+             max_url_bytes 0 would refuse every url; \
              host pattern \"*\" is neither a name nor *.suffix; \
              host pattern \"a.*.b\" is neither a name nor *.suffix; \
              host pattern \"\" is neither a name nor *.suffix"

@@ -5,8 +5,8 @@
 //! slash. Checking the string would miss them, so the URL is parsed first, the host is normalised
 //! the way the WHATWG URL standard (and thus curl, browsers and most HTTP clients) reads it, and
 //! every later check looks at the normalised [`Target`]. Whatever is ambiguous is refused rather
-//! than guessed: credentials, fragments, backslashes, whitespace, control characters, percent
-//! encoded or non-ASCII hosts and IPv6 zone ids.
+//! than guessed: credentials, fragments, backslashes, whitespace, control characters (raw or
+//! percent-encoded), percent-encoded or non-ASCII hosts and IPv6 zone ids.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -445,8 +445,10 @@ fn parse_ipv4_number(part: &str) -> Option<u32> {
     Some(value)
 }
 
-/// Refuses paths we could not send verbatim: non-ASCII bytes and broken percent escapes.
-/// `base` is where the path starts in the URL, so that messages point into the whole URL.
+/// Refuses paths we could not send verbatim: non-ASCII bytes and broken percent escapes, and
+/// escapes of control characters (`%00`-`%1F`, `%7F`): a receiver that decodes them gets the
+/// NUL, CR or LF that [`check_characters`] keeps out of the URL itself. `base` is where the
+/// path starts in the URL, so that messages point into the whole URL.
 fn check_path(path: &str, base: usize) -> Result<(), Rejection> {
     let bytes = path.as_bytes();
     for (at, &b) in bytes.iter().enumerate() {
@@ -461,10 +463,24 @@ fn check_path(path: &str, base: usize) -> Result<(), Rejection> {
         }
         if b == b'%' {
             let escape = bytes.get(at + 1..at + 3);
-            if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            let decoded = escape
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let Some(decoded) = decoded else {
                 return Err(Rejection::new(
                     Rule::Url,
                     format!("path has a malformed percent escape at byte {}", base + at),
+                ));
+            };
+            if decoded < 0x20 || decoded == 0x7f {
+                return Err(Rejection::new(
+                    Rule::Url,
+                    format!(
+                        "url has a percent-encoded control character (%{:02X}) at byte {}; it is refused",
+                        decoded,
+                        base + at
+                    ),
                 ));
             }
         }
@@ -681,6 +697,31 @@ mod tests {
         check(
             "https://a.example/100%",
             Err((Rule::Url, "path has a malformed percent escape at byte 21")),
+        );
+    }
+
+    #[test]
+    fn refuses_percent_encoded_control_characters() {
+        for (url, escape, at) in [
+            ("https://a.example/a%00b", "%00", 19),
+            ("https://a.example/a%0d%0aHost:x", "%0D", 19),
+            ("https://a.example/?q=%0A", "%0A", 21),
+            ("https://a.example/%1f", "%1F", 18),
+            ("https://a.example/%7F", "%7F", 18),
+        ] {
+            check(
+                url,
+                Err((
+                    Rule::Url,
+                    &format!(
+                        "url has a percent-encoded control character ({escape}) at byte {at}; it is refused"
+                    ),
+                )),
+            );
+        }
+        check(
+            "https://a.example/%20%7E%80",
+            Ok("https://a.example/%20%7E%80"),
         );
     }
 

@@ -361,16 +361,17 @@ fn parse_rules(settings: &str) -> Result<Rules, String> {
                     .collect::<Result<_, _>>()?
             }
             "reject_hosts" => rules.reject_hosts = list().map(str::to_string).collect(),
-            "reject_cidrs" | "allow_cidrs" => {
+            "reject_cidrs" | "allow_cidrs" | "nat64_prefixes" => {
                 let nets = list()
                     .map(|n| n.parse::<IpNet>().map_err(|_| bad(n)))
                     .collect::<Result<Vec<_>, _>>()?;
-                if key == "reject_cidrs" {
-                    rules.reject_cidrs = nets;
-                } else {
-                    rules.allow_cidrs = nets;
+                match key {
+                    "reject_cidrs" => rules.reject_cidrs = nets,
+                    "allow_cidrs" => rules.allow_cidrs = nets,
+                    _ => rules.nat64_prefixes = nets,
                 }
             }
+            "max_url_bytes" => rules.max_url_bytes = value.parse().map_err(|_| bad(value))?,
             other => return Err(format!("unknown rules setting {other:?}")),
         }
     }
