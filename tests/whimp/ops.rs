@@ -134,12 +134,18 @@ fn check_config_refuses_what_start_up_refuses() {
     assert!(lines[0].contains("key does not match certificate"), "{err}");
     assert!(lines[1].contains("junk.pem holds no certificate"), "{err}");
     for line in lines {
-        assert!(line.starts_with(&format!("{}: ", config.display())), "{line}");
+        assert!(
+            line.starts_with(&format!("{}: ", config.display())),
+            "{line}"
+        );
     }
     // The daemon refuses the same file for the same reason.
     let (code, _, start_err) = run_cli(Path::new(BIN), &["--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{start_err}");
-    assert!(start_err.contains("key does not match certificate"), "{start_err}");
+    assert!(
+        start_err.contains("key does not match certificate"),
+        "{start_err}"
+    );
 }
 
 #[test]

@@ -118,7 +118,9 @@ fn https_over_h1_and_h2_and_certificate_reload() {
     };
     assert!(expiry(&whimp) > 1e9, "{}", whimp.daemon.metrics());
     assert_eq!(
-        whimp.daemon.metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
+        whimp
+            .daemon
+            .metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
         1.0
     );
 
@@ -126,7 +128,10 @@ fn https_over_h1_and_h2_and_certificate_reload() {
     // unknown, the good certificate stays in service, and the failure is logged and counted.
     crate::write_config(
         whimp.dir.path(),
-        &format!("{listen}{}", route("more", "/more/K", &[backend.url("/in")], "")),
+        &format!(
+            "{listen}{}",
+            route("more", "/more/K", &[backend.url("/in")], "")
+        ),
     );
     write_file(certs.path(), "cert.pem", "not a certificate");
     whimp.daemon.signal(rustix::process::Signal::HUP);
@@ -137,7 +142,9 @@ fn https_over_h1_and_h2_and_certificate_reload() {
     assert!(output.contains("cannot load TLS certificate"), "{output}");
     assert_eq!(output.matches("config reloaded").count(), 1, "{output}");
     assert_eq!(
-        whimp.daemon.metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
+        whimp
+            .daemon
+            .metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
         0.0
     );
     assert_eq!(

@@ -52,7 +52,8 @@ impl Metrics {
                 &registry,
                 ConfigNames {
                     reload_successful: names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL,
-                    reload_success_timestamp: names::WHIMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+                    reload_success_timestamp:
+                        names::WHIMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
                     certificate_expiry: names::WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
                     build_info: names::WHIMP_BUILD_INFO,
                 },

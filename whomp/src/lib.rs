@@ -213,9 +213,18 @@ fn load(path: &Path) -> Option<config::whomp::Config> {
 
 /// Swaps the reloadable settings and the certificates if `config` makes valid ones and every
 /// certificate loads, else keeps the old ones (logged, and counted as a failed reload).
-fn reload(config: &config::whomp::Config, live: &Current, tls: &daemon::TlsListeners, metrics: &Metrics) {
+fn reload(
+    config: &config::whomp::Config,
+    live: &Current,
+    tls: &daemon::TlsListeners,
+    metrics: &Metrics,
+) {
     let built = Live::build(config).map_err(|e| e.to_string());
-    if daemon::reload(built.map(|fresh| move || live.set(fresh)), tls, &metrics.config) {
+    if daemon::reload(
+        built.map(|fresh| move || live.set(fresh)),
+        tls,
+        &metrics.config,
+    ) {
         tracing::info!(
             "config reloaded: pre-flight rules, dns, tokens, signing keys, retry policy, delivery \
              timeouts, user agent and CA (listeners, spool, limits and delivery.concurrency take \

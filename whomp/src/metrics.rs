@@ -94,7 +94,8 @@ impl Metrics {
                 &registry,
                 ConfigNames {
                     reload_successful: names::WHOMP_CONFIG_LAST_RELOAD_SUCCESSFUL,
-                    reload_success_timestamp: names::WHOMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+                    reload_success_timestamp:
+                        names::WHOMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
                     certificate_expiry: names::WHOMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
                     build_info: names::WHOMP_BUILD_INFO,
                 },

@@ -121,7 +121,9 @@ impl Checker<'_> {
     /// it, or the nearest part of its path that exists, is not a directory.
     pub(crate) fn usable_dir(&mut self, at: &Ptr, what: &str, path: &Path) -> PathBuf {
         let resolved = self.resolve(path);
-        let existing = resolved.ancestors().find(|p| std::fs::symlink_metadata(p).is_ok());
+        let existing = resolved
+            .ancestors()
+            .find(|p| std::fs::symlink_metadata(p).is_ok());
         match existing {
             Some(p) if p.is_dir() => {}
             Some(p) if p == resolved => self.problem(

@@ -211,9 +211,7 @@ pub(crate) fn listeners(
 
 pub(crate) fn admin(raw: Option<RawAdmin>, default: SocketAddr) -> Admin {
     Admin {
-        addr: raw
-            .and_then(|admin| admin.addr?.0)
-            .unwrap_or(default),
+        addr: raw.and_then(|admin| admin.addr?.0).unwrap_or(default),
     }
 }
 
@@ -303,11 +301,7 @@ fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
         }
     }
     if merged.initial > merged.max_interval && (initial || max_interval) {
-        let name = if initial {
-            "initial"
-        } else {
-            "max_interval"
-        };
+        let name = if initial { "initial" } else { "max_interval" };
         ck.problem(
             &at.key(name),
             format_args!(

@@ -772,7 +772,10 @@ fn a_spool_dir_that_cannot_be_a_directory_is_refused() {
             file.display()
         ),
     );
-    whimp_ok(&format!("spool: {{ dir: {}/not/yet }}\n", dir.path().display()));
+    whimp_ok(&format!(
+        "spool: {{ dir: {}/not/yet }}\n",
+        dir.path().display()
+    ));
 }
 
 #[test]

@@ -216,7 +216,11 @@ impl ConfigGauges {
         let help = "When the config was last loaded successfully, in Unix seconds.";
         let at = prometheus::Gauge::new(names.reload_success_timestamp, help)
             .unwrap_or_else(|e| invalid(names.reload_success_timestamp, e));
-        register(registry, names.reload_success_timestamp, Box::new(at.clone()));
+        register(
+            registry,
+            names.reload_success_timestamp,
+            Box::new(at.clone()),
+        );
         let opts = Opts::new(
             names.certificate_expiry,
             "When the certificate in use expires, in Unix seconds, by listener address.",
@@ -225,8 +229,8 @@ impl ConfigGauges {
             .unwrap_or_else(|e| invalid(names.certificate_expiry, e));
         register(registry, names.certificate_expiry, Box::new(expiry.clone()));
         let opts = Opts::new(names.build_info, "Always 1; the version in a label.");
-        let info = IntGaugeVec::new(opts, &["version"])
-            .unwrap_or_else(|e| invalid(names.build_info, e));
+        let info =
+            IntGaugeVec::new(opts, &["version"]).unwrap_or_else(|e| invalid(names.build_info, e));
         register(registry, names.build_info, Box::new(info.clone()));
         info.with_label_values(&[version]).set(1);
         let gauges = ConfigGauges {
