@@ -102,16 +102,18 @@ pub(crate) fn printed(output: &Output) -> String {
 /// that starts with `whimp_` or `whomp_`, with the series names of the histograms.
 pub(crate) fn exported_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for line in read("crates/telemetry/src/names.rs").lines() {
-        let Some(rest) = line.trim().strip_prefix("pub const ") else {
+    // Item by item rather than line by line: rustfmt wraps a long one after its `=`.
+    for item in read("crates/telemetry/src/names.rs").split(';') {
+        let Some((_, rest)) = item.split_once("pub const ") else {
             continue;
         };
-        let Some((_, value)) = rest.split_once("= \"") else {
+        let Some((_, value)) = rest.split_once('=') else {
             continue;
         };
-        let name = value.trim_end_matches("\";");
+        let name = value.trim().trim_matches('"');
         if name.starts_with("whimp_") || name.starts_with("whomp_") {
-            if name.ends_with("_seconds") && !name.contains("oldest") {
+            let gauge = name.contains("oldest") || name.contains("timestamp");
+            if name.ends_with("_seconds") && !gauge {
                 for suffix in ["_bucket", "_sum", "_count"] {
                     names.insert(format!("{name}{suffix}"));
                 }

@@ -107,6 +107,48 @@ fn check_config_reports_file_line_column() {
 }
 
 #[test]
+fn check_config_refuses_what_start_up_refuses() {
+    let ca = harness::TestCa::new("check CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = ca.issue(&["127.0.0.1"]);
+    let (_, other_key) = ca.issue(&["127.0.0.1"]);
+    harness::write_file(dir.path(), "cert.pem", &cert);
+    harness::write_file(dir.path(), "other.key", &other_key);
+    harness::write_file(dir.path(), "junk.pem", "not a certificate\n");
+    let config = harness::write_file(
+        dir.path(),
+        "whimp.yaml",
+        "listen:\n\
+         \x20 - { addr: 127.0.0.1:0, tls: { cert: cert.pem, key: other.key } }\n\
+         \x20 - { addr: 127.0.0.1:0, tls: { cert: junk.pem, key: other.key } }\n\
+         admin: { addr: 127.0.0.1:0 }\n\
+         spool: { dir: spool }\n",
+    );
+    let (code, out, err) = run_cli(
+        Path::new(BIN),
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 64, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per listener: {err}");
+    assert!(lines[0].contains("key does not match certificate"), "{err}");
+    assert!(lines[1].contains("junk.pem holds no certificate"), "{err}");
+    for line in lines {
+        assert!(
+            line.starts_with(&format!("{}: ", config.display())),
+            "{line}"
+        );
+    }
+    // The daemon refuses the same file for the same reason.
+    let (code, _, start_err) = run_cli(Path::new(BIN), &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{start_err}");
+    assert!(
+        start_err.contains("key does not match certificate"),
+        "{start_err}"
+    );
+}
+
+#[test]
 fn spool_commands_work_with_the_daemon_stopped() {
     let backend = Receiver::start();
     backend.answer(|_| harness::Answer::Status(410, vec![]));

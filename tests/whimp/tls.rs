@@ -1,8 +1,10 @@
-//! HTTPS: a test CA, HTTP/1.1 and h2 by ALPN, and a certificate swap on SIGHUP.
+//! HTTPS: a test CA, HTTP/1.1 and h2 by ALPN, a certificate swap on SIGHUP, and a reload
+//! refused whole when its certificate does not load.
 
 use std::sync::Arc;
 
 use harness::{wait_for, write_file, Receiver, TestCa};
+use telemetry::names;
 
 use crate::{route, Whimp, FAST_RETRY};
 
@@ -60,11 +62,12 @@ fn https_over_h1_and_h2_and_certificate_reload() {
     write_file(certs.path(), "cert.pem", &cert);
     write_file(certs.path(), "key.pem", &key);
     let backend = Receiver::start();
-    let whimp = Whimp::start(&format!(
+    let listen = format!(
         "listen: [{{ addr: 127.0.0.1:0, tls: {{ cert: {0}/cert.pem, key: {0}/key.pem }} }}]\n{FAST_RETRY}routes:\n{1}",
         certs.path().display(),
         route("tls", "/tls/K", &[backend.url("/in")], "")
-    ));
+    );
+    let whimp = Whimp::start(&listen);
     let url = format!(
         "https://127.0.0.1:{}/tls/K",
         whimp.daemon.addr("public").port()
@@ -107,12 +110,48 @@ fn https_over_h1_and_h2_and_certificate_reload() {
         "an open connection is not dropped by the reload"
     );
 
-    // A broken file on the next reload keeps the good certificate in service.
+    let expiry = |whimp: &Whimp| {
+        whimp.daemon.metric(&format!(
+            "{}{{listener=\"127.0.0.1:0\"}}",
+            names::WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS
+        ))
+    };
+    assert!(expiry(&whimp) > 1e9, "{}", whimp.daemon.metrics());
+    assert_eq!(
+        whimp
+            .daemon
+            .metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
+        1.0
+    );
+
+    // A reload whose certificate does not load is refused whole: the route it adds stays
+    // unknown, the good certificate stays in service, and the failure is logged and counted.
+    crate::write_config(
+        whimp.dir.path(),
+        &format!(
+            "{listen}{}",
+            route("more", "/more/K", &[backend.url("/in")], "")
+        ),
+    );
     write_file(certs.path(), "cert.pem", "not a certificate");
     whimp.daemon.signal(rustix::process::Signal::HUP);
     wait_for("the failed reload is logged", || {
-        whimp.daemon.output().contains("certificate reload failed")
+        whimp.daemon.output().contains("new config refused")
     });
+    let output = whimp.daemon.output();
+    assert!(output.contains("cannot load TLS certificate"), "{output}");
+    assert_eq!(output.matches("config reloaded").count(), 1, "{output}");
+    assert_eq!(
+        whimp
+            .daemon
+            .metric(names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL),
+        0.0
+    );
+    assert_eq!(
+        fresh.post(&url.replace("/tls/K", "/more/K"), "not yet"),
+        Ok((404, reqwest::Version::HTTP_2)),
+        "the refused config's route is not served"
+    );
     assert_eq!(
         fresh.post(&url, "still"),
         Ok((200, reqwest::Version::HTTP_2))

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use server::daemon::{self, Daemon};
 use server::listen::ConnLimits;
-use server::tls::Certs;
 use server::Signal;
 use tokio::sync::watch;
 
@@ -49,7 +48,13 @@ impl Daemon for Whimp {
     }
 
     fn check(config: &Self::Config) -> Result<String, String> {
-        Table::build(config, &Metrics::new()).map_err(|e| e.to_string())?;
+        // Routes and certificates are read the way the daemon reads them, every problem told.
+        let routes = Table::build(config, &Metrics::new()).map_err(|e| e.to_string());
+        let certs = server::tls::load_listeners(&config.listen);
+        let problems: Vec<String> = [routes.err(), certs.err()].into_iter().flatten().collect();
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
         Ok(format!("{} routes", config.routes.len()))
     }
 
@@ -107,7 +112,8 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
 
     // Bind everything before announcing anything, so a half-started daemon never looks ready.
     let endpoints = daemon::bind_endpoints(&config.listen).await?;
-    let certs: Vec<Arc<Certs>> = endpoints.iter().filter_map(|e| e.tls.clone()).collect();
+    let tls = daemon::TlsListeners::new(&config.listen, &endpoints);
+    tls.export(&metrics.config);
     let admin_socket = daemon::bind(config.admin.addr).await?;
     let mut signals = server::Signals::new()
         .map_err(|e| StartError::Runtime(format!("cannot watch signals: {e}")))?;
@@ -174,7 +180,7 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
     );
 
     while signals.next().await == Signal::Reload {
-        reload(&config_path, &metrics, &routes, &certs);
+        reload(&config_path, &metrics, &routes, &tls);
     }
     tracing::info!("shutting down: no new requests; finishing what is in flight");
     let _ = stop_tx.send(true);
@@ -183,25 +189,23 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
     Ok(())
 }
 
-/// SIGHUP: re-read the config; swap routes and certificates if it is valid, else keep the old.
-fn reload(path: &Path, metrics: &Metrics, routes: &Current, certs: &[Arc<Certs>]) {
-    let config = match config::load_whimp(path) {
-        Ok(config) => config,
-        Err(e) => return daemon::log_refused(&e.to_string()),
-    };
-    match Table::build(&config, metrics) {
-        Ok(table) => routes.set(table),
-        Err(e) => return daemon::log_refused(&e.to_string()),
+/// SIGHUP: re-read the config and the certificates; swap routes and certificates if all of them
+/// are valid, else keep the old ones (logged, and `whimp_config_last_reload_successful` 0).
+fn reload(path: &Path, metrics: &Metrics, routes: &Current, tls: &daemon::TlsListeners) {
+    let built = config::load_whimp(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let table = Table::build(&config, metrics).map_err(|e| e.to_string())?;
+            Ok((config.routes.len(), table))
+        });
+    let count = built.as_ref().map_or(0, |(count, _)| *count);
+    let swap = built.map(|(_, table)| move || routes.set(table));
+    if daemon::reload(swap, tls, &metrics.config) {
+        tracing::info!(
+            routes = count,
+            "config reloaded (listeners, spool, limits and log settings take effect at the next start)"
+        );
     }
-    for c in certs {
-        if let Err(e) = c.reload() {
-            tracing::error!(error = %e, "certificate reload failed; the old certificate stays in use");
-        }
-    }
-    tracing::info!(
-        routes = config.routes.len(),
-        "config reloaded (listeners, spool, limits and log settings take effect at the next start)"
-    );
 }
 
 fn client(config: &config::whimp::Config) -> Result<reqwest::Client, String> {

@@ -2,7 +2,7 @@
 //! backend when the route table is built, so the hot path only bumps atomics.
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
-use telemetry::{names, SpoolGauges};
+use telemetry::{names, ConfigGauges, ConfigNames, SpoolGauges};
 
 /// Every metric whimp exports, registered once at start.
 #[derive(Clone)]
@@ -13,6 +13,8 @@ pub struct Metrics {
     pub forward_duration: Histogram,
     pub spool_messages: SpoolGauges,
     pub dead_letters: IntCounter,
+    /// Reload outcome, certificate expiry and build info.
+    pub config: ConfigGauges,
 }
 
 impl Metrics {
@@ -45,6 +47,17 @@ impl Metrics {
                 &registry,
                 names::WHIMP_DEAD_LETTERS_TOTAL,
                 "Messages given up on (moved to dead/).",
+            ),
+            config: ConfigGauges::new(
+                &registry,
+                ConfigNames {
+                    reload_successful: names::WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL,
+                    reload_success_timestamp:
+                        names::WHIMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+                    certificate_expiry: names::WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+                    build_info: names::WHIMP_BUILD_INFO,
+                },
+                env!("CARGO_PKG_VERSION"),
             ),
             registry,
         }

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use server::daemon::{self, Daemon};
 use server::listen::{ConnLimits, Endpoint};
-use server::tls::Certs;
 use server::Signal;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -53,8 +52,10 @@ pub use server::daemon::StartError;
 /// What the control loop of [`run`] reacts to.
 #[derive(Debug)]
 pub enum Control {
-    /// Apply this (already validated) config's reloadable parts.
+    /// Apply this (already validated) config's reloadable parts, with fresh certificates.
     Reload(Box<config::whomp::Config>),
+    /// A reload whose config file was refused (already logged): count it as failed.
+    Refused,
     /// Stop accepting, finish in-flight work within [`GRACE`], return.
     Shutdown,
 }
@@ -100,11 +101,8 @@ pub async fn run(
             .map_err(|e| StartError::Runtime(format!("cannot read idempotency keys: {e}")))?
     };
     let keys = Arc::new(keys);
-    let certs: Vec<Arc<Certs>> = listeners
-        .submit
-        .iter()
-        .filter_map(|e| e.tls.clone())
-        .collect();
+    let tls = daemon::TlsListeners::new(&config.listen, &listeners.submit);
+    tls.export(&metrics.config);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -163,7 +161,8 @@ pub async fn run(
 
     while let Some(event) = control.recv().await {
         match event {
-            Control::Reload(config) => reload(&config, &live, &certs),
+            Control::Reload(config) => reload(&config, &live, &tls, &metrics),
+            Control::Refused => metrics.config.reloaded(false),
             Control::Shutdown => break,
         }
     }
@@ -186,7 +185,7 @@ pub async fn serve(config_path: PathBuf, config: config::whomp::Config) -> Resul
             let event = match signals.next().await {
                 Signal::Reload => match load(&config_path) {
                     Some(config) => Control::Reload(Box::new(config)),
-                    None => continue,
+                    None => Control::Refused,
                 },
                 Signal::Shutdown => Control::Shutdown,
             };
@@ -212,25 +211,26 @@ fn load(path: &Path) -> Option<config::whomp::Config> {
     }
 }
 
-/// Swaps the reloadable settings if `config` makes valid ones, else keeps the old.
-fn reload(config: &config::whomp::Config, live: &Current, certs: &[Arc<Certs>]) {
-    match Live::build(config) {
-        Ok(fresh) => live.set(fresh),
-        Err(e) => {
-            tracing::error!(problem = %e, "new config refused; the old one keeps running");
-            return;
-        }
+/// Swaps the reloadable settings and the certificates if `config` makes valid ones and every
+/// certificate loads, else keeps the old ones (logged, and counted as a failed reload).
+fn reload(
+    config: &config::whomp::Config,
+    live: &Current,
+    tls: &daemon::TlsListeners,
+    metrics: &Metrics,
+) {
+    let built = Live::build(config).map_err(|e| e.to_string());
+    if daemon::reload(
+        built.map(|fresh| move || live.set(fresh)),
+        tls,
+        &metrics.config,
+    ) {
+        tracing::info!(
+            "config reloaded: pre-flight rules, dns, tokens, signing keys, retry policy, delivery \
+             timeouts, user agent and CA (listeners, spool, limits and delivery.concurrency take \
+             effect at the next start)"
+        );
     }
-    for c in certs {
-        if let Err(e) = c.reload() {
-            tracing::error!(error = %e, "certificate reload failed; the old certificate stays in use");
-        }
-    }
-    tracing::info!(
-        "config reloaded: pre-flight rules, dns, tokens, signing keys, retry policy, delivery \
-         timeouts, user agent and CA (listeners, spool, limits and delivery.concurrency take \
-         effect at the next start)"
-    );
 }
 
 /// whomp as `server::daemon::main` runs it.
@@ -248,8 +248,14 @@ impl Daemon for Whomp {
     }
 
     fn check(config: &Self::Config) -> Result<String, String> {
-        // Rules, DNS and policy are checked the way the daemon builds them.
-        Live::build(config).map_err(|e| e.to_string())?;
+        // Rules, DNS, policy and certificates are checked the way the daemon builds them, every
+        // problem told.
+        let live = Live::build(config).map_err(|e| e.to_string());
+        let certs = server::tls::load_listeners(&config.listen);
+        let problems: Vec<String> = [live.err(), certs.err()].into_iter().flatten().collect();
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
         Ok(format!(
             "{} signing keys, {} tokens",
             config.signing.keys.len(),

@@ -3,7 +3,7 @@
 //! every series is created up front so a scrape shows zeros rather than nothing.
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
-use telemetry::{names, SpoolGauges};
+use telemetry::{names, ConfigGauges, ConfigNames, SpoolGauges};
 
 /// Every metric whomp exports.
 #[derive(Clone)]
@@ -15,6 +15,8 @@ pub struct Metrics {
     pub delivery_duration: Histogram,
     pub spool_messages: SpoolGauges,
     pub dead_letters: IntCounter,
+    /// Reload outcome, certificate expiry and build info.
+    pub config: ConfigGauges,
 }
 
 /// The submission outcomes, in the order they are pre-registered.
@@ -82,13 +84,24 @@ impl Metrics {
             delivery_attempts.with_label_values(&[outcome]);
         }
         Metrics {
-            registry,
             submissions,
             preflight_rejections,
             delivery_attempts,
             delivery_duration,
             spool_messages,
             dead_letters,
+            config: ConfigGauges::new(
+                &registry,
+                ConfigNames {
+                    reload_successful: names::WHOMP_CONFIG_LAST_RELOAD_SUCCESSFUL,
+                    reload_success_timestamp:
+                        names::WHOMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+                    certificate_expiry: names::WHOMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+                    build_info: names::WHOMP_BUILD_INFO,
+                },
+                env!("CARGO_PKG_VERSION"),
+            ),
+            registry,
         }
     }
 

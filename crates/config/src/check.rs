@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ConfigError, Location, Problem};
 use crate::locate::{locate, Ptr};
-use crate::value::DurationValue;
+use crate::value::{self, DurationValue};
 
 /// Reads `path` and hands the text to `parse`; reading is all it adds.
 pub(crate) fn load<T>(
@@ -30,17 +30,39 @@ pub(crate) fn load<T>(
 }
 
 /// Parses `text` into the raw structs `R`, then lets `build` turn them into the typed config.
+/// Every bad leaf value is reported, each at its place; a problem with the structure (a syntax
+/// error, an unknown or missing key, a list where a mapping belongs) stops the reading there.
 pub(crate) fn parse<R: DeserializeOwned, T>(
     text: &str,
     path: &Path,
     build: impl FnOnce(R, &mut Checker<'_>) -> T,
 ) -> Result<T, ConfigError> {
-    let raw: R = serde_yaml_ng::from_str(text)
-        .map_err(|err| ConfigError::new(path, vec![syntax_problem(text, &err)]))?;
+    let (raw, bad_leaves) = value::collecting(None, || serde_yaml_ng::from_str::<R>(text));
+    // Read again once per bad leaf, stopping at it, for the location serde_yaml_ng gives it.
+    let mut problems: Vec<Problem> = bad_leaves
+        .into_iter()
+        .enumerate()
+        .map(|(n, message)| {
+            match value::collecting(Some(n), || serde_yaml_ng::from_str::<R>(text)).0 {
+                Err(err) => syntax_problem(text, &err),
+                Ok(_) => Problem {
+                    location: None,
+                    message,
+                },
+            }
+        })
+        .collect();
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(err) => {
+            problems.push(syntax_problem(text, &err));
+            return Err(ConfigError::new(path, problems));
+        }
+    };
     let mut checker = Checker {
         text,
         dir: config_dir(path),
-        problems: Vec::new(),
+        problems,
     };
     let config = build(raw, &mut checker);
     if checker.problems.is_empty() {
@@ -95,6 +117,32 @@ impl Checker<'_> {
         resolved
     }
 
+    /// Resolves a directory the daemon will create if missing (the spool), and reports it now if
+    /// it, or the nearest part of its path that exists, is not a directory.
+    pub(crate) fn usable_dir(&mut self, at: &Ptr, what: &str, path: &Path) -> PathBuf {
+        let resolved = self.resolve(path);
+        let existing = resolved
+            .ancestors()
+            .find(|p| std::fs::symlink_metadata(p).is_ok());
+        match existing {
+            Some(p) if p.is_dir() => {}
+            Some(p) if p == resolved => self.problem(
+                at,
+                format_args!("{what} {} exists and is not a directory", p.display()),
+            ),
+            Some(p) => self.problem(
+                at,
+                format_args!(
+                    "{what} {} cannot be created: {} is not a directory",
+                    resolved.display(),
+                    p.display()
+                ),
+            ),
+            None => {}
+        }
+        resolved
+    }
+
     /// A duration that must not be zero (timeouts, intervals).
     pub(crate) fn nonzero_duration(
         &mut self,
@@ -103,7 +151,9 @@ impl Checker<'_> {
         value: Option<DurationValue>,
         default: Duration,
     ) -> Duration {
-        let value = value.map_or(default, |v| v.0);
+        let Some(value) = value.map_or(Some(default), |v| v.0) else {
+            return default;
+        };
         if value.is_zero() {
             self.problem(at, format_args!("{name} must be greater than zero"));
         }
@@ -166,5 +216,26 @@ fn syntax_problem(text: &str, err: &serde_yaml_ng::Error) -> Problem {
             .at_key_occurrence(1);
         location = locate(text, &ptr).or(location);
     }
-    Problem { location, message }
+    Problem {
+        location,
+        message: plain_words(&message),
+    }
+}
+
+/// serde names numbers by their Rust types (`expected u64`); an operator reads what to write.
+fn plain_words(message: &str) -> String {
+    for (rust, plain) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number"),
+        ("usize", "a whole number"),
+    ] {
+        if let Some(head) = message.strip_suffix(rust) {
+            if head.ends_with("expected ") {
+                return format!("{head}{plain}");
+            }
+        }
+    }
+    message.to_owned()
 }

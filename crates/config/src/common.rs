@@ -195,39 +195,40 @@ pub(crate) fn listeners(
     }
     raw.into_iter()
         .enumerate()
-        .map(|(i, listener)| {
+        .filter_map(|(i, listener)| {
             let tls_at = at.index(i).key("tls");
-            Listener {
-                addr: listener.addr.0,
-                tls: listener.tls.map(|tls| Tls {
-                    cert: ck.readable_file(&tls_at.key("cert"), "tls cert", &tls.cert),
-                    key: ck.readable_file(&tls_at.key("key"), "tls key", &tls.key),
-                }),
-            }
+            let tls = listener.tls.map(|tls| Tls {
+                cert: ck.readable_file(&tls_at.key("cert"), "tls cert", &tls.cert),
+                key: ck.readable_file(&tls_at.key("key"), "tls key", &tls.key),
+            });
+            Some(Listener {
+                addr: listener.addr.0?,
+                tls,
+            })
         })
         .collect()
 }
 
 pub(crate) fn admin(raw: Option<RawAdmin>, default: SocketAddr) -> Admin {
     Admin {
-        addr: raw
-            .and_then(|admin| admin.addr)
-            .map_or(default, |addr| addr.0),
+        addr: raw.and_then(|admin| admin.addr?.0).unwrap_or(default),
     }
 }
 
-pub(crate) fn spool(ck: &Checker<'_>, raw: Option<RawSpool>, default_dir: &str) -> Spool {
+pub(crate) fn spool(ck: &mut Checker<'_>, raw: Option<RawSpool>, default_dir: &str) -> Spool {
     let raw = raw.unwrap_or(RawSpool {
         dir: None,
         fsync: None,
         retention: None,
     });
     Spool {
-        dir: ck.resolve(&raw.dir.unwrap_or_else(|| PathBuf::from(default_dir))),
+        dir: ck.usable_dir(
+            &Ptr::root().key("spool").key("dir"),
+            "spool dir",
+            &raw.dir.unwrap_or_else(|| PathBuf::from(default_dir)),
+        ),
         fsync: raw.fsync.unwrap_or(true),
-        retention: raw
-            .retention
-            .map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
+        retention: duration(raw.retention).unwrap_or(Duration::from_secs(7 * 24 * 3600)),
     }
 }
 
@@ -265,11 +266,16 @@ pub(crate) fn retry_override(
     merged
 }
 
+/// A duration written in the file and valid; a bad one was reported and counts as left out.
+fn duration(value: Option<DurationValue>) -> Option<Duration> {
+    value.and_then(|d| d.0)
+}
+
 fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
     Retry {
-        initial: raw.initial.map_or(base.initial, |d| d.0),
-        max_interval: raw.max_interval.map_or(base.max_interval, |d| d.0),
-        max_age: raw.max_age.map_or(base.max_age, |d| d.0),
+        initial: duration(raw.initial).unwrap_or(base.initial),
+        max_interval: duration(raw.max_interval).unwrap_or(base.max_interval),
+        max_age: duration(raw.max_age).unwrap_or(base.max_age),
         max_attempts: raw.max_attempts.or(base.max_attempts),
         give_up_on: raw
             .give_up_on
@@ -280,14 +286,12 @@ fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
 
 /// Checks `merged`, reporting only problems that involve a field written in `raw` (at `at`).
 fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
+    let initial = duration(raw.initial).is_some();
+    let max_interval = duration(raw.max_interval).is_some();
     for (name, written, value) in [
-        ("initial", raw.initial.is_some(), merged.initial),
-        (
-            "max_interval",
-            raw.max_interval.is_some(),
-            merged.max_interval,
-        ),
-        ("max_age", raw.max_age.is_some(), merged.max_age),
+        ("initial", initial, merged.initial),
+        ("max_interval", max_interval, merged.max_interval),
+        ("max_age", duration(raw.max_age).is_some(), merged.max_age),
     ] {
         if written && value.is_zero() {
             ck.problem(
@@ -296,13 +300,8 @@ fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
             );
         }
     }
-    if merged.initial > merged.max_interval && (raw.initial.is_some() || raw.max_interval.is_some())
-    {
-        let name = if raw.initial.is_some() {
-            "initial"
-        } else {
-            "max_interval"
-        };
+    if merged.initial > merged.max_interval && (initial || max_interval) {
+        let name = if initial { "initial" } else { "max_interval" };
         ck.problem(
             &at.key(name),
             format_args!(

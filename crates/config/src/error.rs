@@ -30,8 +30,9 @@ pub struct Problem {
 pub struct ConfigError {
     /// The config file as the caller named it.
     pub path: PathBuf,
-    /// Every problem found; never empty. Syntax and type errors stop at the first, checks that
-    /// need the whole config are all reported.
+    /// Every problem found; never empty. Every bad value and every failed check is reported; a
+    /// problem with the structure (YAML syntax, an unknown or missing key, a list where a
+    /// mapping belongs) ends the reading, after the bad values found before it.
     pub problems: Vec<Problem>,
 }
 

@@ -486,7 +486,7 @@ fn a_wrong_type_is_reported_at_its_value() {
     check(
         parse_whimp,
         "limits:\n  max_body_bytes: ten\n",
-        &format!("{FILE}:2:19: invalid type: string \"ten\", expected u64"),
+        &format!("{FILE}:2:19: invalid type: string \"ten\", expected a whole number"),
     );
     check(
         parse_whomp,
@@ -620,7 +620,9 @@ fn a_bad_status_is_refused() {
     check(
         parse_whimp,
         &format!("{ROUTE}    response:\n      status: 70000\n"),
-        &format!("{FILE}:6:15: invalid value: integer `70000`, expected u16"),
+        &format!(
+            "{FILE}:6:15: invalid value: integer `70000`, expected a whole number from 0 to 65535"
+        ),
     );
 }
 
@@ -711,6 +713,69 @@ routes:
 {FILE}:20:28: retry initial 2h is greater than max_interval 1s"
         ),
     );
+}
+
+#[test]
+fn every_bad_value_is_reported_together() {
+    let text = "\
+limits:
+  header_timeout: 10 s
+routes:
+  - path: /a/1
+    allow_from: [10.0.0.0/33, 192.0.2.0/24]
+    methods: [post allow_from]
+    backends:
+      - url: ftp://10.0.0.1/in
+      - url: \"http://[::1\"
+  - path: /b/1
+    backends:
+      - { url: http://10.0.0.1/in, timeout: soon }
+    retry: { initial: 1 }
+listen:
+  - addr: 127.0.0.1
+  - addr: 127.0.0.1:0
+";
+    check(
+        parse_whimp,
+        text,
+        &format!(
+            "{FILE}:2:19: invalid duration \"10 s\": expected a number and a unit (ms, s, m, h, d), e.g. \"30s\"
+{FILE}:5:18: invalid CIDR \"10.0.0.0/33\": expected an address range such as \"10.0.0.0/8\" or \"2001:db8::/32\"
+{FILE}:6:15: invalid method \"post allow_from\": expected a method name such as \"POST\"
+{FILE}:8:14: backend URL \"ftp://10.0.0.1/in\" must be absolute http or https, e.g. \"http://10.0.3.7:8000/hooks\"
+{FILE}:9:14: invalid URL \"http://[::1\": invalid authority
+{FILE}:12:45: invalid duration \"soon\": expected a number and a unit (ms, s, m, h, d), e.g. \"30s\"
+{FILE}:13:23: invalid duration \"1\": a unit is required (ms, s, m, h, d), e.g. \"1s\"
+{FILE}:15:11: invalid address \"127.0.0.1\": missing port, e.g. \"127.0.0.1:8080\""
+        ),
+    );
+}
+
+#[test]
+fn a_spool_dir_that_cannot_be_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    check(
+        parse_whimp,
+        &format!("spool: {{ dir: {} }}\n", file.display()),
+        &format!(
+            "{FILE}:1:15: spool dir {} exists and is not a directory",
+            file.display()
+        ),
+    );
+    check(
+        parse_whomp,
+        &format!("spool:\n  dir: {}/spool\n", file.display()),
+        &format!(
+            "{FILE}:2:8: spool dir {0}/spool cannot be created: {0} is not a directory",
+            file.display()
+        ),
+    );
+    whimp_ok(&format!(
+        "spool: {{ dir: {}/not/yet }}\n",
+        dir.path().display()
+    ));
 }
 
 #[test]

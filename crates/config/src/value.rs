@@ -1,7 +1,13 @@
 //! Leaf values whose `Deserialize` parses the text, so that serde_yaml_ng attaches the location of
 //! a bad duration, address, range, method or URL to its own error, and a secret wrapper that keeps
 //! tokens and keys out of `Debug` output.
+//!
+//! A bad leaf must not stop the reading, or one typo would hide every later problem. While
+//! [`collecting`] runs, a bad leaf is recorded and reads as `None` (each leaf type holds an
+//! `Option`), and the build step skips it; `check::parse` then reads the file again once per bad
+//! leaf, failing at that one, so that serde_yaml_ng reports where it is.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
@@ -52,34 +58,72 @@ impl<T> fmt::Debug for Secret<T> {
     }
 }
 
+// In every leaf type below, `None` is a value that did not parse, already reported.
+
 /// A duration written as a number and a unit: `"250ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DurationValue(pub(crate) Duration);
+pub(crate) struct DurationValue(pub(crate) Option<Duration>);
 
 /// A listening or admin address: an IP and a port.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AddrValue(pub(crate) SocketAddr);
+pub(crate) struct AddrValue(pub(crate) Option<SocketAddr>);
 
 /// A DNS server: an IP, optionally with a port (53 when omitted).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DnsServerValue(pub(crate) SocketAddr);
+pub(crate) struct DnsServerValue(pub(crate) Option<SocketAddr>);
 
 /// An address range; a bare address means just that address.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CidrValue(pub(crate) IpNet);
+pub(crate) struct CidrValue(pub(crate) Option<IpNet>);
 
 /// A single IP address in canonical notation.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IpValue(pub(crate) IpAddr);
+pub(crate) struct IpValue(pub(crate) Option<IpAddr>);
 
 /// An HTTP method token, case-sensitive as HTTP wants it.
 #[derive(Debug, Clone)]
-pub(crate) struct MethodValue(pub(crate) http::Method);
+pub(crate) struct MethodValue(pub(crate) Option<http::Method>);
 
-/// A URL that at least parses as a URI; whether it is absolute http(s) is checked later, so that
-/// several such problems can be reported together.
+/// A URL that at least parses as a URI, and its text; whether it is absolute http(s) is checked
+/// later, so that several such problems can be reported together.
 #[derive(Debug, Clone)]
-pub(crate) struct UriValue(pub(crate) http::Uri, pub(crate) String);
+pub(crate) struct UriValue(pub(crate) Option<(http::Uri, String)>);
+
+/// The bad leaves of one reading of a file.
+struct Leaves {
+    /// Fail at the bad leaf with this index, rather than record it.
+    fail_at: Option<usize>,
+    messages: Vec<String>,
+}
+
+thread_local! {
+    /// Set while [`collecting`] runs; outside it (a leaf read on its own), a bad leaf fails.
+    static LEAVES: RefCell<Option<Leaves>> = const { RefCell::new(None) };
+}
+
+/// Runs `read` with bad leaves recorded instead of failing (each reads as `None`), except the one
+/// with index `fail_at`, which fails as it would outside; returns what `read` returned and the
+/// messages of the bad leaves recorded.
+pub(crate) fn collecting<T>(fail_at: Option<usize>, read: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = LEAVES.replace(Some(Leaves {
+        fail_at,
+        messages: Vec::new(),
+    }));
+    let result = read();
+    let leaves = LEAVES.replace(outer);
+    (result, leaves.map(|l| l.messages).unwrap_or_default())
+}
+
+/// A leaf that did not parse: recorded as `None`, or the error that stops the reading.
+fn bad_leaf<T, E: de::Error>(message: String) -> Result<Option<T>, E> {
+    LEAVES.with_borrow_mut(|leaves| match leaves {
+        Some(leaves) if leaves.fail_at != Some(leaves.messages.len()) => {
+            leaves.messages.push(message);
+            Ok(None)
+        }
+        _ => Err(E::custom(message)),
+    })
+}
 
 /// A mapping with free-form keys (host names, key names) that refuses a repeated key instead of
 /// silently keeping the last one, and keeps the file's order.
@@ -201,10 +245,11 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
 }
 
 fn parse_method(text: &str) -> Result<http::Method, String> {
-    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+    let upper = text.to_ascii_uppercase();
+    // Suggest the upper-case spelling only where it is a method name itself.
+    if upper != text && http::Method::from_bytes(upper.as_bytes()).is_ok() {
         return Err(format!(
-            "invalid method {text:?}: methods are case-sensitive, did you mean {:?}?",
-            text.to_ascii_uppercase()
+            "invalid method {text:?}: methods are case-sensitive, did you mean {upper:?}?"
         ));
     }
     http::Method::from_bytes(text.as_bytes())
@@ -224,14 +269,17 @@ struct ParseVisitor<T> {
 }
 
 impl<T> Visitor<'_> for ParseVisitor<T> {
-    type Value = T;
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.expecting)
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
-        (self.parse)(text).map_err(E::custom)
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<T>, E> {
+        match (self.parse)(text) {
+            Ok(value) => Ok(Some(value)),
+            Err(message) => bad_leaf(message),
+        }
     }
 }
 
@@ -270,16 +318,11 @@ parsed_leaf!(
 parsed_leaf!(IpValue, "an IP address such as \"192.0.2.10\"", parse_ip);
 parsed_leaf!(MethodValue, "a method name such as \"POST\"", parse_method);
 
-impl<'de> Deserialize<'de> for UriValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_str(ParseVisitor {
-                expecting: "a URL such as \"http://10.0.3.7:8000/hooks\"",
-                parse: parse_uri,
-            })
-            .map(|(uri, text)| UriValue(uri, text))
-    }
-}
+parsed_leaf!(
+    UriValue,
+    "a URL such as \"http://10.0.3.7:8000/hooks\"",
+    parse_uri
+);
 
 /// Refuses every scalar without quoting it, for values that may be secrets (serde's own message
 /// would include the value).

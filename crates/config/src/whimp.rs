@@ -342,7 +342,7 @@ fn route(ck: &mut Checker<'_>, at: &Ptr, raw: RawRoute, global_retry: &Retry) ->
         Some(backends) if !backends.is_empty() => backends
             .into_iter()
             .enumerate()
-            .map(|(j, b)| backend(ck, &at.key("backends").index(j), b))
+            .filter_map(|(j, b)| backend(ck, &at.key("backends").index(j), b))
             .collect(),
         _ => {
             ck.problem(
@@ -358,10 +358,10 @@ fn route(ck: &mut Checker<'_>, at: &Ptr, raw: RawRoute, global_retry: &Retry) ->
         name,
         methods: raw
             .methods
-            .map(|methods| methods.into_iter().map(|m| m.0).collect()),
+            .map(|methods| methods.into_iter().filter_map(|m| m.0).collect()),
         allow_from: raw
             .allow_from
-            .map(|nets| nets.into_iter().map(|n| n.0).collect()),
+            .map(|nets| nets.into_iter().filter_map(|n| n.0).collect()),
         response,
         backends,
     }
@@ -404,8 +404,15 @@ fn response(ck: &mut Checker<'_>, at: &Ptr, raw: RawResponse) -> RouteResponse {
     }
 }
 
-fn backend(ck: &mut Checker<'_>, at: &Ptr, raw: RawBackend) -> Backend {
-    let UriValue(url, text) = raw.url;
+/// `None` if its URL does not parse (already reported).
+fn backend(ck: &mut Checker<'_>, at: &Ptr, raw: RawBackend) -> Option<Backend> {
+    let timeout = ck.nonzero_duration(
+        &at.key("timeout"),
+        "timeout",
+        raw.timeout,
+        Duration::from_secs(10),
+    );
+    let (url, text) = raw.url.0?;
     let http_s = matches!(url.scheme_str(), Some("http" | "https"));
     if !http_s || url.host().is_none_or(str::is_empty) {
         ck.problem(
@@ -416,15 +423,7 @@ fn backend(ck: &mut Checker<'_>, at: &Ptr, raw: RawBackend) -> Backend {
             ),
         );
     }
-    Backend {
-        url,
-        timeout: ck.nonzero_duration(
-            &at.key("timeout"),
-            "timeout",
-            raw.timeout,
-            Duration::from_secs(10),
-        ),
-    }
+    Some(Backend { url, timeout })
 }
 
 fn first_segment(path: &str) -> &str {

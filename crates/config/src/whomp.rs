@@ -333,7 +333,10 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
                     "methods is empty, so every message would be refused",
                 );
             }
-            methods.into_iter().map(|m| m.0.to_string()).collect()
+            methods
+                .into_iter()
+                .filter_map(|m| Some(m.0?.to_string()))
+                .collect()
         }
         None => default.methods,
     };
@@ -378,7 +381,7 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
     let nets = |raw: Option<Vec<CidrValue>>| {
         raw.unwrap_or_default()
             .into_iter()
-            .map(|n| n.0)
+            .filter_map(|n| n.0)
             .collect::<Vec<_>>()
     };
     let nat64_prefixes = nets(raw.nat64_prefixes);
@@ -437,14 +440,14 @@ fn dns(ck: &mut Checker<'_>, raw: RawDns) -> Dns {
                 format_args!("host {name:?} is listed twice (names are not case-sensitive)"),
             );
         }
-        fixed.insert(host, addrs.into_iter().map(|ip| ip.0).collect());
+        fixed.insert(host, addrs.into_iter().filter_map(|ip| ip.0).collect());
     }
     Dns {
         servers: raw
             .servers
             .unwrap_or_default()
             .into_iter()
-            .map(|s| s.0)
+            .filter_map(|s| s.0)
             .collect(),
         r#static: fixed,
     }

@@ -121,8 +121,10 @@ pub fn main<D: Daemon>() -> ExitCode {
                 println!("{}: ok ({summary})", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
+            Err(problems) => {
+                for problem in problems.lines() {
+                    eprintln!("{}: {problem}", path.display());
+                }
                 ExitCode::from(exit::USAGE)
             }
         },
@@ -185,19 +187,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Binds every listener of a config, reading its certificates.
+/// Binds every listener of a config, reading its certificates as `check-config` does.
 pub async fn bind_endpoints(listeners: &[config::Listener]) -> Result<Vec<Endpoint>, StartError> {
+    let certs = crate::tls::load_listeners(listeners).map_err(StartError::Config)?;
     let mut endpoints = Vec::with_capacity(listeners.len());
-    for listener in listeners {
-        let socket = bind(listener.addr).await?;
-        let tls = match &listener.tls {
-            Some(tls) => Some(
-                Certs::load(&tls.cert, &tls.key).map_err(|e| StartError::Config(e.to_string()))?,
-            ),
-            None => None,
-        };
+    for (listener, tls) in listeners.iter().zip(certs) {
         endpoints.push(Endpoint {
-            listener: socket,
+            listener: bind(listener.addr).await?,
             tls,
         });
     }
@@ -299,6 +295,61 @@ pub async fn prune(spool: Spool, retention: Duration, stop: watch::Receiver<bool
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
             _ => {}
+        }
+    }
+}
+
+/// The certificates of a daemon's TLS listeners, each with its configured address (the
+/// `listener` label of `*_tls_certificate_expiry_timestamp_seconds`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsListeners(Vec<(String, Arc<Certs>)>);
+
+impl TlsListeners {
+    /// The TLS ones of `endpoints`, bound from `listeners` in the same order.
+    pub fn new(listeners: &[config::Listener], endpoints: &[Endpoint]) -> TlsListeners {
+        TlsListeners(
+            listeners
+                .iter()
+                .zip(endpoints)
+                .filter_map(|(l, e)| Some((l.addr.to_string(), e.tls.clone()?)))
+                .collect(),
+        )
+    }
+
+    /// Sets the expiry gauge of every listener from the certificate it serves.
+    pub fn export(&self, gauges: &telemetry::ConfigGauges) {
+        for (listener, certs) in &self.0 {
+            if let Some(not_after) = certs.not_after() {
+                gauges.certificate_expiry(listener, not_after);
+            }
+        }
+    }
+}
+
+/// Finishes a SIGHUP reload: `built` is the new config made ready to swap in, or every problem
+/// found with it. The certificates are read again too; only if all of that succeeds is the new
+/// config swapped in and the new certificates put in use, so that a reload takes whole or not at
+/// all (the old config and certificates keep running, logged and counted as a failed reload).
+/// Whether it took.
+pub fn reload(
+    built: Result<impl FnOnce(), String>,
+    tls: &TlsListeners,
+    gauges: &telemetry::ConfigGauges,
+) -> bool {
+    let certs: Vec<Arc<Certs>> = tls.0.iter().map(|(_, c)| c.clone()).collect();
+    let ready = built.and_then(|swap| Ok((swap, crate::tls::stage(&certs)?)));
+    match ready {
+        Ok((swap, staged)) => {
+            swap();
+            staged.install();
+            tls.export(gauges);
+            gauges.reloaded(true);
+            true
+        }
+        Err(problems) => {
+            gauges.reloaded(false);
+            log_refused(&problems);
+            false
         }
     }
 }

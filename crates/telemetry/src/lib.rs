@@ -187,6 +187,80 @@ impl SpoolGauges {
     }
 }
 
+/// The names of a daemon's [`ConfigGauges`], from [`names`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigNames {
+    pub reload_successful: &'static str,
+    pub reload_success_timestamp: &'static str,
+    pub certificate_expiry: &'static str,
+    pub build_info: &'static str,
+}
+
+/// What config a daemon runs: whether its last reload took, since when, when its certificates
+/// expire, and its version (`*_build_info`).
+#[derive(Clone)]
+pub struct ConfigGauges {
+    reload_successful: prometheus::IntGauge,
+    reload_success_timestamp: prometheus::Gauge,
+    certificate_expiry: IntGaugeVec,
+}
+
+impl ConfigGauges {
+    /// Registers the gauges, with `*_build_info{version}` set to 1 and the config counted as
+    /// loaded now (a daemon registers them once its config is in use).
+    pub fn new(registry: &Registry, names: ConfigNames, version: &str) -> ConfigGauges {
+        let help = "1 if the last config reload (or the start) succeeded, 0 if it was refused.";
+        let ok = prometheus::IntGauge::new(names.reload_successful, help)
+            .unwrap_or_else(|e| invalid(names.reload_successful, e));
+        register(registry, names.reload_successful, Box::new(ok.clone()));
+        let help = "When the config was last loaded successfully, in Unix seconds.";
+        let at = prometheus::Gauge::new(names.reload_success_timestamp, help)
+            .unwrap_or_else(|e| invalid(names.reload_success_timestamp, e));
+        register(
+            registry,
+            names.reload_success_timestamp,
+            Box::new(at.clone()),
+        );
+        let opts = Opts::new(
+            names.certificate_expiry,
+            "When the certificate in use expires, in Unix seconds, by listener address.",
+        );
+        let expiry = IntGaugeVec::new(opts, &["listener"])
+            .unwrap_or_else(|e| invalid(names.certificate_expiry, e));
+        register(registry, names.certificate_expiry, Box::new(expiry.clone()));
+        let opts = Opts::new(names.build_info, "Always 1; the version in a label.");
+        let info =
+            IntGaugeVec::new(opts, &["version"]).unwrap_or_else(|e| invalid(names.build_info, e));
+        register(registry, names.build_info, Box::new(info.clone()));
+        info.with_label_values(&[version]).set(1);
+        let gauges = ConfigGauges {
+            reload_successful: ok,
+            reload_success_timestamp: at,
+            certificate_expiry: expiry,
+        };
+        gauges.reloaded(true);
+        gauges
+    }
+
+    /// Records a reload's outcome; a success also moves the timestamp to now.
+    pub fn reloaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.reload_success_timestamp.set(now.as_secs_f64());
+        }
+    }
+
+    /// Records when the certificate of the listener at `listener` expires (Unix seconds).
+    pub fn certificate_expiry(&self, listener: &str, not_after: i64) {
+        self.certificate_expiry
+            .with_label_values(&[listener])
+            .set(not_after);
+    }
+}
+
 fn register(registry: &Registry, name: &str, collector: Box<dyn prometheus::core::Collector>) {
     if let Err(e) = registry.register(collector) {
         invalid::<()>(name, e);

@@ -14,6 +14,16 @@ pub const WHIMP_SPOOL_MESSAGES: &str = "whimp_spool_messages";
 pub const WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whimp_spool_oldest_message_age_seconds";
 /// Messages whimp gave up on.
 pub const WHIMP_DEAD_LETTERS_TOTAL: &str = "whimp_dead_letters_total";
+/// 1 if whimp's last config reload (or its start) succeeded, 0 if the last reload was refused.
+pub const WHIMP_CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "whimp_config_last_reload_successful";
+/// When whimp last loaded its config successfully (start or reload), Unix seconds.
+pub const WHIMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "whimp_config_last_reload_success_timestamp_seconds";
+/// When the certificate in use expires, Unix seconds, `{listener}` (its configured address).
+pub const WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "whimp_tls_certificate_expiry_timestamp_seconds";
+/// Always 1, `{version}`.
+pub const WHIMP_BUILD_INFO: &str = "whimp_build_info";
 
 /// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
 pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
@@ -29,6 +39,16 @@ pub const WHOMP_SPOOL_MESSAGES: &str = "whomp_spool_messages";
 pub const WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whomp_spool_oldest_message_age_seconds";
 /// Messages whomp gave up on.
 pub const WHOMP_DEAD_LETTERS_TOTAL: &str = "whomp_dead_letters_total";
+/// 1 if whomp's last config reload (or its start) succeeded, 0 if the last reload was refused.
+pub const WHOMP_CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "whomp_config_last_reload_successful";
+/// When whomp last loaded its config successfully (start or reload), Unix seconds.
+pub const WHOMP_CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "whomp_config_last_reload_success_timestamp_seconds";
+/// When the certificate in use expires, Unix seconds, `{listener}` (its configured address).
+pub const WHOMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "whomp_tls_certificate_expiry_timestamp_seconds";
+/// Always 1, `{version}`.
+pub const WHOMP_BUILD_INFO: &str = "whomp_build_info";
 
 /// The `route` label of requests to paths no route has.
 pub const UNKNOWN_ROUTE: &str = "unknown";
