@@ -428,14 +428,14 @@ async fn conclude(
     let error = attempt.error.as_deref().unwrap_or("");
     match &finished {
         Finished::Delivered => {
-            tracing::info!(id = %key, destination, target = %attempt.target, status, ms = attempt.duration_ms, "delivered")
+            tracing::info!(id = %key, destination = %destination, target = %attempt.target, status, ms = attempt.duration_ms, "delivered")
         }
         Finished::Retry { due_ms } => tracing::warn!(
-            id = %key, destination, target = %attempt.target, status, error,
+            id = %key, destination = %destination, target = %attempt.target, status, error,
             retry_in_ms = due_ms.saturating_sub(now_ms()), "attempt failed; will retry"
         ),
         Finished::Dead { reason } => tracing::error!(
-            id = %key, destination, target = %attempt.target, status, error, reason = %reason,
+            id = %key, destination = %destination, target = %attempt.target, status, error, reason = %reason,
             "gave up; message moved to dead/"
         ),
     }

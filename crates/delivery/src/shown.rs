@@ -50,9 +50,15 @@ mod tests {
             "https://user:pa55@Hooks.Slack.com/services/T0/B0/XXXX?token=t#f",
             "https://hooks.slack.com:443",
         );
-        check("http://10.0.0.1:8000/hooks/paypal?a=1", "http://10.0.0.1:8000");
+        check(
+            "http://10.0.0.1:8000/hooks/paypal?a=1",
+            "http://10.0.0.1:8000",
+        );
         check("http://[::1]/x", "http://[::1]:80");
-        check("http://u:p@[2001:db8::1]:8443?q", "http://[2001:db8::1]:8443");
+        check(
+            "http://u:p@[2001:db8::1]:8443?q",
+            "http://[2001:db8::1]:8443",
+        );
         check("http://a@b@host.example", "http://host.example:80");
         check("https://host.example:443", "https://host.example:443");
         check("ftp://host/x", "ftp://host");
