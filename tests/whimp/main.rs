@@ -5,6 +5,7 @@ mod accept;
 mod faults;
 mod forward;
 mod ops;
+mod secrets;
 mod soak;
 mod tls;
 

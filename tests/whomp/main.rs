@@ -7,6 +7,7 @@ mod delivery;
 mod isolated;
 mod ops;
 mod preflight;
+mod secrets;
 mod signing;
 mod soak;
 mod submit;

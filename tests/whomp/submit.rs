@@ -45,7 +45,11 @@ fn both_forms_are_delivered_with_the_exact_body_and_headers() {
         let status = whomp.wait_state(id, "delivered");
         assert_eq!(status["attempt_count"], 1);
         assert_eq!(status["attempts"][0]["status"], 200);
-        assert_eq!(status["url"], url, "stored with its normalised URL");
+        assert_eq!(
+            status["url"],
+            format!("http://hooks.test:{port}"),
+            "shown as its origin: paths and queries may be secrets"
+        );
         assert_eq!(status["next_attempt_at"], Value::Null);
     }
     let mut got = receiver.received();
@@ -404,4 +408,101 @@ fn a_flood_of_header_pairs_is_refused_in_bounded_memory_and_others_are_answered(
         peak < CEILING_MIB,
         "peak RSS {peak} MiB, over the ceiling of {CEILING_MIB} MiB"
     );
+}
+
+#[test]
+fn an_idempotency_key_reused_for_a_different_message_is_refused() {
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let whomp = Whomp::start(&format!("{FAST_RETRY}{}", local(&[port], &["hooks.test"])));
+    let url = format!("http://hooks.test:{port}/in");
+    let key = "Idempotency-Key: order-19\r\n";
+    let (status, first) = whomp.post_json("/v1/messages", key, &envelope("POST", &url, &[], "one"));
+    assert_eq!(status, 202, "{first}");
+    let id = first["id"].as_str().unwrap();
+    for (what, changed) in [
+        ("body", envelope("POST", &url, &[], "two")),
+        ("url", envelope("POST", &format!("{url}?x"), &[], "one")),
+        ("header", envelope("POST", &url, &[("X-Tag", "a")], "one")),
+        ("method", envelope("PUT", &url, &[], "one")),
+    ] {
+        let (status, body) = whomp.post_json("/v1/messages", key, &changed);
+        assert_eq!(status, 422, "{what}: {body}");
+        assert_eq!(body["idempotency_key"], "order-19", "{what}");
+        assert_eq!(
+            body["error"],
+            "Idempotency-Key \"order-19\" was already used for a different message; a new message needs a new key",
+        );
+    }
+    // The same message again, in the other form, is a repeat.
+    let message = format!("POST {url} HTTP/1.1\r\nContent-Length: 3\r\n\r\none");
+    let (status, again) = whomp.post_http("/v1/messages", key, message.as_bytes());
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["id"], id);
+    whomp.wait_state(id, "delivered");
+    assert_eq!(receiver.count(), 1, "nothing else was sent");
+    assert_eq!(whomp.files("new").len() + whomp.files("cur").len(), 0);
+}
+
+#[test]
+fn idempotency_keys_belong_to_their_bearer_token() {
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let whomp = Whomp::start(&format!(
+        "{FAST_RETRY}{}auth: {{ tokens: [t0ken-a, t0ken-b] }}\n",
+        local(&[port], &["hooks.test"])
+    ));
+    let msg = envelope("POST", &format!("http://hooks.test:{port}/in"), &[], "same");
+    let submit = |token: &str| {
+        let headers = format!("Authorization: Bearer {token}\r\nIdempotency-Key: shared-1\r\n");
+        let (status, body) = whomp.post_json("/v1/messages", &headers, &msg);
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let a = submit("t0ken-a");
+    let b = submit("t0ken-b");
+    assert_ne!(
+        a, b,
+        "another caller's key does not find the first caller's message"
+    );
+    assert_eq!(submit("t0ken-a"), a);
+    assert_eq!(submit("t0ken-b"), b);
+    wait_for("both are delivered", || receiver.count() == 2);
+}
+
+#[test]
+fn a_key_of_a_message_with_a_head_near_64_kib_survives_a_restart() {
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let mut whomp = Whomp::start(&format!("{FAST_RETRY}{}", local(&[port], &["hooks.test"])));
+    let url = format!("http://hooks.test:{port}/in");
+    let head = |pad: usize| {
+        format!(
+            "POST {url} HTTP/1.1\r\nX-Pad: {}\r\nContent-Length: 3\r\n\r\n",
+            "p".repeat(pad)
+        )
+    };
+    // A head just under the submission limit of 64 KiB; whomp's metadata goes after it.
+    let pad = 64 * 1024 - 16 - head(0).len();
+    let message = format!("{}big", head(pad));
+    let submit = |whomp: &Whomp| {
+        let (status, body) = whomp.post_http(
+            "/v1/messages",
+            "Idempotency-Key: big-1\r\n",
+            message.as_bytes(),
+        );
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let id = submit(&whomp);
+    let status = whomp.wait_state(&id, "delivered");
+    assert_eq!(status["method"], "POST");
+    assert_eq!(status["url"], format!("http://hooks.test:{port}"));
+
+    whomp.restart();
+    assert_eq!(submit(&whomp), id, "the key survives a restart");
+    let status = whomp.status(&id);
+    assert_eq!(status["method"], "POST", "{status}");
+    assert_eq!(status["url"], format!("http://hooks.test:{port}"));
+    assert_eq!(receiver.count(), 1, "delivered once");
 }

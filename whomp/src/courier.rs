@@ -194,18 +194,8 @@ fn refused(rejection: &Rejection) -> String {
 /// `Host` (the client writes it from the URL, which pre-flight made sure it agrees with) and
 /// `Content-Length` (the client frames the body) are left out; the rest go in order.
 fn outgoing_headers(fields: &[(String, Vec<u8>)]) -> HeaderMap {
-    let hop = httpmsg::connection_tokens(fields.iter());
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        let lower = name.to_ascii_lowercase();
-        if lower == "host"
-            || lower == "content-length"
-            || httpmsg::is_hop_by_hop(&lower)
-            || hop.contains(&lower)
-            || stored::is_meta(&lower)
-        {
-            continue;
-        }
+    for (name, value) in sent_fields(fields) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
@@ -214,6 +204,22 @@ fn outgoing_headers(fields: &[(String, Vec<u8>)]) -> HeaderMap {
         }
     }
     headers
+}
+
+/// The fields of `fields` that are sent (see [`outgoing_headers`]), in order; an idempotency
+/// [`Fingerprint`](crate::idempotency::Fingerprint) covers these.
+pub(crate) fn sent_fields(
+    fields: &[(String, Vec<u8>)],
+) -> impl Iterator<Item = &(String, Vec<u8>)> {
+    let hop = httpmsg::connection_tokens(fields.iter());
+    fields.iter().filter(move |(name, _)| {
+        let lower = name.to_ascii_lowercase();
+        !(lower == "host"
+            || lower == "content-length"
+            || httpmsg::is_hop_by_hop(&lower)
+            || hop.contains(&lower)
+            || stored::is_meta(&lower))
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! `Idempotency-Key`: a submitter that retries a submission (its connection broke before it read
 //! our `202`) gets the first message's id instead of a second message.
 //!
-//! The map from key to id lives in memory, bounded to the newest [`CAPACITY`] keys, and is
-//! rebuilt at start from the `Whomp-Idempotency-Key` field of the newest stored files in every
-//! folder (`new/`, `cur/`, `done/`, `dead/`), so a key keeps working across restarts for as long
-//! as its message is in the spool. Two submissions with the same key at the same time are
+//! A key belongs to one caller (the bearer token it came with, as a digest: [`caller`]) and to
+//! one message (its [`Fingerprint`]): another caller's identical key is simply another key, and
+//! the same caller reusing a key for a different message is refused (`422`, as the IETF
+//! idempotency-key draft and Stripe do) rather than answered with an id of something else.
+//!
+//! The map lives in memory, bounded to the newest [`CAPACITY`] keys, and is rebuilt at start
+//! from the `Whomp-Idempotency-*` fields of the newest stored files in every folder (`new/`,
+//! `cur/`, `done/`, `dead/`), each head read whole, so a key keeps working across restarts for as
+//! long as its message is in the spool. Two submissions with the same key at the same time are
 //! serialised: the second waits for the first to be stored (or refused) and then answers with
 //! its id (or tries to store itself).
 
@@ -12,16 +17,71 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use ulid::Ulid;
 
-use crate::stored::{self, meta};
+use crate::stored;
 
 /// How many keys are remembered; the oldest are forgotten first.
 pub const CAPACITY: usize = 100_000;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 255;
+
+/// A digest of what a submission asks to send: method, target, signing key, the header fields
+/// that go out (see [`crate::courier::sent_fields`]; names in lower case, in order) and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn of(message: &httpmsg::Message, signing_key: Option<&str>) -> Fingerprint {
+        let mut hash = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        part(message.method.as_bytes());
+        part(message.target.as_bytes());
+        part(signing_key.unwrap_or_default().as_bytes());
+        for (name, value) in crate::courier::sent_fields(&message.headers) {
+            part(name.to_ascii_lowercase().as_bytes());
+            part(value);
+        }
+        part(&message.body);
+        Fingerprint(hash.finalize().into())
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        let mut out = [0u8; 32];
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Fingerprint(out))
+    }
+}
+
+/// Whose keys a submission's are: the first 16 bytes of a SHA-256 of its bearer token, in hex
+/// (a token is never stored); empty when whomp takes no tokens.
+pub fn caller(token: Option<&[u8]>) -> String {
+    match token {
+        None => String::new(),
+        Some(token) => {
+            let digest = Sha256::new()
+                .chain_update(b"whomp idempotency caller\0")
+                .chain_update(token)
+                .finalize();
+            Fingerprint(digest.into()).to_hex()[..32].to_owned()
+        }
+    }
+}
 
 /// The key map. Cheap to share behind an [`Arc`].
 #[derive(Debug)]
@@ -32,6 +92,7 @@ pub struct Keys {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// By `caller key` (a caller is hex, a key has no spaces).
     map: HashMap<String, Slot>,
     /// Keys with a stored message, oldest first, for eviction.
     order: VecDeque<String>,
@@ -39,9 +100,10 @@ struct Inner {
 
 #[derive(Debug)]
 enum Slot {
-    Stored(Ulid),
+    /// `None`: stored before fingerprints were kept; any message matches.
+    Stored(Ulid, Option<Fingerprint>),
     /// A submission with this key is being stored; its outcome is announced here.
-    Pending(watch::Receiver<Option<Ulid>>),
+    Pending(watch::Receiver<Option<(Ulid, Fingerprint)>>),
 }
 
 /// What [`Keys::begin`] found.
@@ -49,6 +111,8 @@ enum Slot {
 pub enum Begin {
     /// The key belongs to this message already.
     Seen(Ulid),
+    /// The key belongs to a different message of the same caller: `422`.
+    Reused,
     /// The key is new: store the message, then [`Reservation::stored`].
     New(Reservation),
 }
@@ -58,7 +122,8 @@ pub enum Begin {
 pub struct Reservation {
     keys: Arc<Keys>,
     key: String,
-    announce: Option<watch::Sender<Option<Ulid>>>,
+    fingerprint: Fingerprint,
+    announce: Option<watch::Sender<Option<(Ulid, Fingerprint)>>>,
 }
 
 /// Why a key is refused (`400`).
@@ -114,11 +179,11 @@ impl Keys {
         files.sort();
         let skip = files.len().saturating_sub(keys.capacity);
         for (id, path) in files.into_iter().skip(skip) {
-            let Some(head) = read_head(&path) else {
+            let Ok(head) = stored::read_head(&path) else {
                 continue;
             };
-            if let Some(key) = stored::meta_field(&head, meta::IDEMPOTENCY_KEY) {
-                keys.remember(key, id);
+            if let Some(i) = stored::idempotency_of(&head) {
+                keys.remember(scoped(&i.caller, &i.key), id, i.fingerprint);
             }
         }
         keys
@@ -133,20 +198,35 @@ impl Keys {
         self.len() == 0
     }
 
-    /// Looks `key` up; waits while another submission with it is being stored.
-    pub async fn begin(self: &Arc<Self>, key: &str) -> Begin {
+    /// Looks `caller`'s `key` up for a message with `fingerprint`; waits while another
+    /// submission with it is being stored.
+    pub async fn begin(
+        self: &Arc<Self>,
+        caller: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+    ) -> Begin {
+        let key = scoped(caller, key);
+        let judge = |id: Ulid, first: Option<Fingerprint>| {
+            if first.is_none_or(|f| f == fingerprint) {
+                Begin::Seen(id)
+            } else {
+                Begin::Reused
+            }
+        };
         loop {
             let mut pending = {
                 let mut inner = self.lock();
-                match inner.map.get(key) {
-                    Some(Slot::Stored(id)) => return Begin::Seen(*id),
+                match inner.map.get(&key) {
+                    Some(Slot::Stored(id, first)) => return judge(*id, *first),
                     Some(Slot::Pending(rx)) => rx.clone(),
                     None => {
                         let (tx, rx) = watch::channel(None);
-                        inner.map.insert(key.to_owned(), Slot::Pending(rx));
+                        inner.map.insert(key.clone(), Slot::Pending(rx));
                         return Begin::New(Reservation {
                             keys: self.clone(),
-                            key: key.to_owned(),
+                            key,
+                            fingerprint,
                             announce: Some(tx),
                         });
                     }
@@ -158,23 +238,23 @@ impl Keys {
                 .wait_for(Option::is_some)
                 .await
                 .ok()
-                .and_then(|id| *id);
-            if let Some(id) = outcome {
-                return Begin::Seen(id);
+                .and_then(|stored| *stored);
+            if let Some((id, first)) = outcome {
+                return judge(id, Some(first));
             }
         }
     }
 
-    fn remember(&self, key: String, id: Ulid) {
+    fn remember(&self, key: String, id: Ulid, fingerprint: Option<Fingerprint>) {
         let mut inner = self.lock();
         // A key is in `order` exactly when it is stored; a pending one is not yet.
-        let previous = inner.map.insert(key.clone(), Slot::Stored(id));
-        if !matches!(previous, Some(Slot::Stored(_))) {
+        let previous = inner.map.insert(key.clone(), Slot::Stored(id, fingerprint));
+        if !matches!(previous, Some(Slot::Stored(..))) {
             inner.order.push_back(key);
         }
         while inner.order.len() > self.capacity {
             if let Some(old) = inner.order.pop_front() {
-                if matches!(inner.map.get(&old), Some(Slot::Stored(_))) {
+                if matches!(inner.map.get(&old), Some(Slot::Stored(..))) {
                     inner.map.remove(&old);
                 }
             }
@@ -186,12 +266,17 @@ impl Keys {
     }
 }
 
+fn scoped(caller: &str, key: &str) -> String {
+    format!("{caller} {key}")
+}
+
 impl Reservation {
     /// The message of this key was stored as `id`.
     pub fn stored(mut self, id: Ulid) {
-        self.keys.remember(self.key.clone(), id);
+        self.keys
+            .remember(self.key.clone(), id, Some(self.fingerprint));
         if let Some(tx) = self.announce.take() {
-            let _ = tx.send(Some(id));
+            let _ = tx.send(Some((id, self.fingerprint)));
         }
     }
 }
@@ -208,62 +293,75 @@ impl Drop for Reservation {
     }
 }
 
-/// The first 64 KiB of a file: enough for any head whomp writes in practice.
-fn read_head(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(8 * 1024);
-    std::fs::File::open(path)
-        .ok()?
-        .take(64 * 1024)
-        .read_to_end(&mut head)
-        .ok()?;
-    Some(head)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const A: Fingerprint = Fingerprint([1; 32]);
+    const B: Fingerprint = Fingerprint([2; 32]);
+
     #[tokio::test]
     async fn a_key_gets_one_message() {
         let keys = Arc::new(Keys::new(2));
-        let Begin::New(first) = keys.begin("a").await else {
+        let Begin::New(first) = keys.begin("", "a", A).await else {
             panic!("a is new");
         };
         // A second submission with the same key waits for the first one.
         let waiting = tokio::spawn({
             let keys = keys.clone();
-            async move { keys.begin("a").await }
+            async move { keys.begin("", "a", A).await }
         });
         let id = Ulid::new();
         first.stored(id);
         match waiting.await.unwrap() {
             Begin::Seen(seen) => assert_eq!(seen, id),
-            Begin::New(_) => panic!("a was stored"),
+            other => panic!("a was stored: {other:?}"),
         }
-        assert!(matches!(keys.begin("a").await, Begin::Seen(s) if s == id));
+        assert!(matches!(keys.begin("", "a", A).await, Begin::Seen(s) if s == id));
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_for_another_message_is_refused_and_keys_belong_to_their_caller() {
+        let keys = Arc::new(Keys::new(10));
+        let Begin::New(first) = keys.begin("c1", "a", A).await else {
+            panic!("a is new");
+        };
+        let waiting = tokio::spawn({
+            let keys = keys.clone();
+            async move { keys.begin("c1", "a", B).await }
+        });
+        first.stored(Ulid::new());
+        assert!(matches!(waiting.await.unwrap(), Begin::Reused));
+        assert!(matches!(keys.begin("c1", "a", B).await, Begin::Reused));
+        assert!(
+            matches!(keys.begin("c2", "a", B).await, Begin::New(_)),
+            "another caller's key is another key"
+        );
+        assert_ne!(caller(Some(b"t0ken-a")), caller(Some(b"t0ken-b")));
+        assert_eq!(caller(Some(b"t0ken-a")).len(), 32);
+        assert_eq!(caller(None), "");
     }
 
     #[tokio::test]
     async fn a_failed_store_frees_the_key_and_old_keys_are_forgotten() {
         let keys = Arc::new(Keys::new(2));
-        let Begin::New(first) = keys.begin("a").await else {
+        let Begin::New(first) = keys.begin("", "a", A).await else {
             panic!("a is new");
         };
         drop(first);
-        let Begin::New(again) = keys.begin("a").await else {
+        let Begin::New(again) = keys.begin("", "a", A).await else {
             panic!("a was freed");
         };
         again.stored(Ulid::new());
         for k in ["b", "c"] {
-            let Begin::New(r) = keys.begin(k).await else {
+            let Begin::New(r) = keys.begin("", k, A).await else {
                 panic!("{k} is new");
             };
             r.stored(Ulid::new());
         }
         assert_eq!(keys.len(), 2);
-        assert!(matches!(keys.begin("a").await, Begin::New(_)));
-        assert!(matches!(keys.begin("c").await, Begin::Seen(_)));
+        assert!(matches!(keys.begin("", "a", A).await, Begin::New(_)));
+        assert!(matches!(keys.begin("", "c", A).await, Begin::Seen(_)));
     }
 
     #[test]
@@ -279,39 +377,99 @@ mod tests {
     }
 
     #[test]
-    fn loads_keys_from_the_spool() {
+    fn fingerprints_cover_what_is_sent() {
+        let message = |target: &str, fields: &[(&str, &str)], body: &str| httpmsg::Message {
+            method: "POST".into(),
+            target: target.into(),
+            headers: fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        };
+        let base = Fingerprint::of(&message("https://a.example/", &[("X-Tag", "1")], "x"), None);
+        for (other, what) in [
+            (
+                message("https://a.example/b", &[("X-Tag", "1")], "x"),
+                "url",
+            ),
+            (
+                message("https://a.example/", &[("X-Tag", "2")], "x"),
+                "header",
+            ),
+            (
+                message("https://a.example/", &[("X-Tag", "1")], "y"),
+                "body",
+            ),
+        ] {
+            assert_ne!(Fingerprint::of(&other, None), base, "{what}");
+        }
+        assert_ne!(
+            Fingerprint::of(
+                &message("https://a.example/", &[("X-Tag", "1")], "x"),
+                Some("k")
+            ),
+            base,
+            "signing key"
+        );
+        // Framing and hop-by-hop fields are not what is sent; names are case-insensitive.
+        let same = message(
+            "https://a.example/",
+            &[
+                ("x-tag", "1"),
+                ("Content-Length", "1"),
+                ("Connection", "close"),
+            ],
+            "x",
+        );
+        assert_eq!(Fingerprint::of(&same, None), base);
+        assert_eq!(Fingerprint::from_hex(&base.to_hex()), Some(base));
+        assert_eq!(Fingerprint::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn loads_keys_from_the_spool_whatever_the_size_of_the_head() {
         let dir = tempfile::tempdir().unwrap();
         for folder in ["new", "cur", "done", "dead"] {
             std::fs::create_dir(dir.path().join(folder)).unwrap();
         }
-        let write = |folder: &str, suffix: &str, key: Option<&str>| {
+        let write = |folder: &str, suffix: &str, key: Option<&str>, big: usize| {
             let id = Ulid::new();
             let file = stored::encode(
                 &httpmsg::Message {
                     method: "POST".into(),
                     target: "https://a.example/".into(),
+                    headers: vec![("X-Big".into(), vec![b'b'; big])],
                     ..Default::default()
                 },
                 &stored::Meta {
                     id: id.to_string(),
                     received_at: String::new(),
                     signing_key: None,
-                    idempotency_key: key.map(str::to_owned),
+                    idempotency: key.map(|k| stored::Idempotency {
+                        key: k.to_owned(),
+                        caller: "c".into(),
+                        fingerprint: Some(A),
+                    }),
                 },
             );
             std::fs::write(dir.path().join(folder).join(format!("{id}{suffix}")), file).unwrap();
             id
         };
-        let a = write("new", "", Some("ka"));
-        let b = write("cur", ",1,0,0", Some("kb"));
-        write("done", "", None);
+        let a = write("new", "", Some("ka"), 10);
+        let b = write("cur", ",1,0,0", Some("kb"), 64 * 1024 - 40);
+        write("done", "", None, 10);
         let keys = Keys::load(dir.path(), 10);
         assert_eq!(keys.len(), 2);
         let keys = Arc::new(keys);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        assert!(matches!(rt.block_on(keys.begin("ka")), Begin::Seen(id) if id == a));
-        assert!(matches!(rt.block_on(keys.begin("kb")), Begin::Seen(id) if id == b));
+        assert!(matches!(rt.block_on(keys.begin("c", "ka", A)), Begin::Seen(id) if id == a));
+        assert!(matches!(rt.block_on(keys.begin("c", "kb", A)), Begin::Seen(id) if id == b));
+        assert!(matches!(
+            rt.block_on(keys.begin("c", "kb", B)),
+            Begin::Reused
+        ));
     }
 }

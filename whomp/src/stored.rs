@@ -6,7 +6,12 @@
 //! are dropped before sending, and `Whomp-*` fields a submitter wrote are dropped on the way in
 //! so they cannot be forged.
 
+use std::io::Read;
+use std::path::Path;
+
 use httpmsg::Message;
+
+use crate::idempotency::Fingerprint;
 
 /// Metadata header fields whomp writes into stored files.
 pub mod meta {
@@ -20,6 +25,10 @@ pub mod meta {
     pub const SIGNING_KEY: &str = "Whomp-Signing-Key";
     /// The submission's `Idempotency-Key`, so that the key map survives a restart.
     pub const IDEMPOTENCY_KEY: &str = "Whomp-Idempotency-Key";
+    /// Whose key it is: a digest of the bearer token (empty without tokens).
+    pub const IDEMPOTENCY_CALLER: &str = "Whomp-Idempotency-Caller";
+    /// The fingerprint of the message the key was first used with (hex SHA-256).
+    pub const IDEMPOTENCY_FINGERPRINT: &str = "Whomp-Idempotency-Fingerprint";
 }
 
 /// Spool files are re-read with limits at least as generous as anything a submission passed.
@@ -35,7 +44,17 @@ pub struct Meta {
     pub id: String,
     pub received_at: String,
     pub signing_key: Option<String>,
-    pub idempotency_key: Option<String>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The `Idempotency-Key` a message was submitted with, and what makes a repeat a repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// Whose key it is ([`crate::idempotency::caller`]); keys of different callers differ.
+    pub caller: String,
+    /// Of the first submission; `None` in files written before fingerprints were kept.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// A stored message read back: the request to send and its metadata.
@@ -74,8 +93,17 @@ pub fn encode(message: &Message, meta: &Meta) -> Vec<u8> {
     if let Some(key) = &meta.signing_key {
         headers.push((meta::SIGNING_KEY, key.as_bytes()));
     }
-    if let Some(key) = &meta.idempotency_key {
-        headers.push((meta::IDEMPOTENCY_KEY, key.as_bytes()));
+    let fingerprint = meta
+        .idempotency
+        .as_ref()
+        .and_then(|i| i.fingerprint)
+        .map(|f| f.to_hex());
+    if let Some(i) = &meta.idempotency {
+        headers.push((meta::IDEMPOTENCY_KEY, i.key.as_bytes()));
+        headers.push((meta::IDEMPOTENCY_CALLER, i.caller.as_bytes()));
+    }
+    if let Some(f) = &fingerprint {
+        headers.push((meta::IDEMPOTENCY_FINGERPRINT, f.as_bytes()));
     }
     let mut out = Vec::with_capacity(256 + message.body.len());
     httpmsg::write_into(
@@ -101,7 +129,7 @@ pub fn decode(file: &[u8]) -> Result<Stored, ReadError> {
         id: value(meta::ID).ok_or(ReadError::Missing(meta::ID))?,
         received_at: value(meta::RECEIVED_AT).unwrap_or_default(),
         signing_key: value(meta::SIGNING_KEY),
-        idempotency_key: value(meta::IDEMPOTENCY_KEY),
+        idempotency: idempotency(&message.headers),
     };
     let Message {
         method,
@@ -118,18 +146,61 @@ pub fn decode(file: &[u8]) -> Result<Stored, ReadError> {
     })
 }
 
-/// The value of metadata field `name` in the head of a stored file, if the head is readable.
-pub fn meta_field(head: &[u8], name: &str) -> Option<String> {
+/// The idempotency metadata in the head of a stored file, if it has a key.
+pub fn idempotency_of(head: &[u8]) -> Option<Idempotency> {
     let (head, _) = httpmsg::parse_head_with(head, &READ_LIMITS).ok()?;
-    head.header(name)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    idempotency(&head.headers)
 }
 
-/// What a stored message is for, in `spool list`: its method and URL.
+fn idempotency(fields: &[(String, Vec<u8>)]) -> Option<Idempotency> {
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    Some(Idempotency {
+        key: value(meta::IDEMPOTENCY_KEY)?,
+        caller: value(meta::IDEMPOTENCY_CALLER).unwrap_or_default(),
+        fingerprint: value(meta::IDEMPOTENCY_FINGERPRINT).and_then(|f| Fingerprint::from_hex(&f)),
+    })
+}
+
+/// The head of the stored file at `path`, through its blank line: read in pieces up to
+/// [`READ_LIMITS`], so a head is never cut short, however large a submitter made it.
+pub fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut head = Vec::new();
+    let mut piece = [0u8; 16 * 1024];
+    while head.len() <= READ_LIMITS.max_header_bytes {
+        let n = file.read(&mut piece)?;
+        if n == 0 {
+            break;
+        }
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&piece[..n]);
+        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// The method and target of a stored file, from its first line alone (so a head cut short
+/// still has them).
+pub fn request_line(head: &[u8]) -> Option<(String, String)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_ascii_whitespace();
+    Some((words.next()?.to_owned(), words.next()?.to_owned()))
+}
+
+/// What a stored message is for, in `spool list`: its method and the origin of its URL (the
+/// path and query may be secrets).
 pub fn describe(head: &[u8]) -> String {
-    match httpmsg::parse_head_with(head, &READ_LIMITS) {
-        Ok((head, _)) => format!("{} {}", head.method, head.target),
-        Err(_) => "?".into(),
+    match request_line(head) {
+        Some((method, url)) => format!("{method} {}", delivery::origin(&url)),
+        None => "?".into(),
     }
 }
 
@@ -167,7 +238,11 @@ mod tests {
             id: "01J00000000000000000000000".into(),
             received_at: "2026-01-01T00:00:00.000Z".into(),
             signing_key: Some("partner-a".into()),
-            idempotency_key: None,
+            idempotency: Some(Idempotency {
+                key: "order-17".into(),
+                caller: "c0ffee".into(),
+                fingerprint: Some(Fingerprint([7; 32])),
+            }),
         };
         let stored = check(message, meta.clone());
         assert_eq!(stored.meta, meta);
@@ -183,11 +258,8 @@ mod tests {
             },
             &meta,
         );
-        assert_eq!(describe(&file), "POST https://a.example/");
-        assert_eq!(
-            meta_field(&file, meta::SIGNING_KEY).as_deref(),
-            Some("partner-a")
-        );
+        assert_eq!(describe(&file), "POST https://a.example:443");
+        assert_eq!(idempotency_of(&file), meta.idempotency);
     }
 
     #[test]
@@ -203,6 +275,11 @@ mod tests {
             "stored file has no Whomp-Id field"
         );
         assert_eq!(describe(b"garbage"), "?");
+        assert_eq!(
+            describe(b"POST https://u:p@a.example/services/SECRET?token=t HTTP/1.1\r\nX-Big: "),
+            "POST https://a.example:443",
+            "a head cut short still names its destination, and no more"
+        );
         assert!(is_meta("WHOMP-Signing-Key"));
         assert!(!is_meta("whom"));
     }

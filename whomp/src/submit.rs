@@ -7,8 +7,12 @@
 //!
 //! Every refusal is a JSON object whose `error` says what is wrong and where (`line 3: ...`,
 //! `headers[0]: ...`); a pre-flight refusal adds the `rule`. Order of checks: token (401),
-//! content type (415), size (413), syntax (400), signing key and idempotency key (400),
-//! pre-flight (422), store (503).
+//! content type (415), size (413), syntax (400), signing key and idempotency key (400), a
+//! repeat of an idempotency key (`202` with the first id, or `422` if the key was used for a
+//! different message), pre-flight (422), store (503).
+//!
+//! What the status API shows of a message's URL is its origin (`scheme://host:port`): paths
+//! and queries of webhook URLs are often credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +27,10 @@ use server::listen::{Peer, Resp};
 use spool::{Key, Spool};
 use telemetry::names;
 
-use crate::idempotency::{self, Begin, Keys, Reservation};
+use crate::idempotency::{self, Begin, Fingerprint, Keys, Reservation};
 use crate::live::{Current, Live};
 use crate::metrics::Metrics;
-use crate::stored::{self, meta, Meta};
+use crate::stored::{self, meta, Idempotency, Meta};
 
 /// How long a submitter may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +92,12 @@ impl Refusal {
     }
 }
 
+/// A submission read and parsed, not yet pre-flighted.
+struct Parsed {
+    message: httpmsg::Message,
+    signing_key: Option<String>,
+}
+
 /// A submission that passed every check.
 struct Checked {
     message: httpmsg::Message,
@@ -121,9 +131,13 @@ impl Submissions {
             );
             return resp;
         }
+        let caller = match authorization.and_then(|v| v.get(7..)) {
+            Some(token) if !live.tokens.is_empty() => idempotency::caller(Some(token)),
+            _ => idempotency::caller(None),
+        };
         let method = req.method().clone();
         match (path.as_str(), path.strip_prefix("/v1/messages/")) {
-            ("/v1/messages", _) if method == Method::POST => self.submit(&live, req).await,
+            ("/v1/messages", _) if method == Method::POST => self.submit(&live, &caller, req).await,
             ("/v1/preflight", _) if method == Method::POST => self.preflight(&live, req).await,
             ("/v1/messages" | "/v1/preflight", _) => not_allowed("POST"),
             (_, Some(rest)) => match rest.split_once('/') {
@@ -137,8 +151,8 @@ impl Submissions {
         }
     }
 
-    async fn submit(&self, live: &Live, req: Request<Incoming>) -> Resp {
-        let (outcome, resp) = match self.store(live, req).await {
+    async fn submit(&self, live: &Live, caller: &str, req: Request<Incoming>) -> Resp {
+        let (outcome, resp) = match self.store(live, caller, req).await {
             Ok(answer) => answer,
             Err(refusal) => {
                 if let Some(rule) = refusal.rule {
@@ -154,27 +168,47 @@ impl Submissions {
     async fn store(
         &self,
         live: &Live,
+        caller: &str,
         req: Request<Incoming>,
     ) -> Result<(&'static str, Resp), Refusal> {
         let idempotency_key = match req.headers().get("idempotency-key") {
             Some(v) => Some(idempotency::check(v.as_bytes()).map_err(Refusal::invalid)?),
             None => None,
         };
-        // A repeat is answered with the first id before anything else is looked at, so a
-        // submitter retrying after a lost answer gets it even if DNS has changed since.
-        let reservation: Option<Reservation> = match &idempotency_key {
-            None => None,
-            Some(key) => match self.keys.begin(key).await {
+        let parsed = self.read(live, req).await?;
+        // A repeat is answered with the first id before pre-flight, so a submitter retrying
+        // after a lost answer gets it even if DNS has changed since.
+        let mut reservation: Option<Reservation> = None;
+        let mut idempotency = None;
+        if let Some(key) = idempotency_key {
+            let fingerprint = Fingerprint::of(&parsed.message, parsed.signing_key.as_deref());
+            match self.keys.begin(caller, &key, fingerprint).await {
                 Begin::Seen(id) => {
                     let mut resp = accepted(&id.to_string());
                     resp.headers_mut()
                         .insert("idempotent-replayed", HeaderValue::from_static("true"));
                     return Ok((names::SUBMISSION_DUPLICATE, resp));
                 }
-                Begin::New(reservation) => Some(reservation),
-            },
-        };
-        let checked = self.check(live, req).await?;
+                Begin::Reused => {
+                    return Err(Refusal {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        outcome: names::SUBMISSION_INVALID,
+                        rule: None,
+                        body: json!({
+                            "error": format!("Idempotency-Key {key:?} was already used for a different message; a new message needs a new key"),
+                            "idempotency_key": key,
+                        }),
+                    })
+                }
+                Begin::New(r) => reservation = Some(r),
+            }
+            idempotency = Some(Idempotency {
+                key,
+                caller: caller.to_owned(),
+                fingerprint: Some(fingerprint),
+            });
+        }
+        let checked = self.vet(live, parsed).await?;
         let id = Spool::new_id();
         let mut message = checked.message;
         message.headers.retain(|(n, _)| !stored::is_meta(n));
@@ -184,7 +218,7 @@ impl Submissions {
                 id: id.to_string(),
                 received_at: server::cli::rfc3339(spool::now_ms()),
                 signing_key: checked.signing_key,
-                idempotency_key,
+                idempotency,
             },
         );
         if let Err(e) = self.spool.enqueue(id, 1, file).await {
@@ -209,7 +243,11 @@ impl Submissions {
     }
 
     async fn preflight(&self, live: &Live, req: Request<Incoming>) -> Resp {
-        match self.check(live, req).await {
+        let checked = match self.read(live, req).await {
+            Ok(parsed) => self.vet(live, parsed).await,
+            Err(refusal) => Err(refusal),
+        };
+        match checked {
             Ok(checked) => json_response(
                 StatusCode::OK,
                 &json!({
@@ -223,9 +261,8 @@ impl Submissions {
         }
     }
 
-    /// Reads, parses and pre-flights a submission; the message's target becomes the
-    /// normalised URL.
-    async fn check(&self, live: &Live, req: Request<Incoming>) -> Result<Checked, Refusal> {
+    /// Reads and parses a submission and checks its signing key.
+    async fn read(&self, live: &Live, req: Request<Incoming>) -> Result<Parsed, Refusal> {
         let (parts, body) = req.into_parts();
         let form = Form::of(&parts.headers)?;
         let raw_limit = match form {
@@ -297,6 +334,18 @@ impl Submissions {
         }
         let signing_key = signing_key(live, &parts.headers, &message)?;
         message.headers.retain(|(n, _)| !stored::is_meta(n));
+        Ok(Parsed {
+            message,
+            signing_key,
+        })
+    }
+
+    /// Pre-flights a parsed submission; the message's target becomes the normalised URL.
+    async fn vet(&self, live: &Live, parsed: Parsed) -> Result<Checked, Refusal> {
+        let Parsed {
+            mut message,
+            signing_key,
+        } = parsed;
         let verdict = live
             .guard
             .preflight(&message.method, &message.target, &message.headers)
@@ -324,7 +373,7 @@ impl Submissions {
         let found = tokio::task::spawn_blocking(move || {
             let status = spool.status(key)?;
             let attempts = spool.attempts(key);
-            let head = read_head(&status.path);
+            let head = stored::read_head(&status.path).unwrap_or_default();
             Some((status, attempts, head))
         })
         .await
@@ -336,16 +385,14 @@ impl Submissions {
                 &json!({"error": format!("no message {id}")}),
             );
         };
-        let (method, url) = httpmsg::parse_head_with(&head, &stored::READ_LIMITS)
-            .map(|(h, _)| (h.method, h.target))
-            .unwrap_or_default();
+        let (method, url) = stored::request_line(&head).unwrap_or_default();
         let last_error = attempts.last().and_then(spool::Attempt::failure);
         let records: Vec<Value> = attempts
             .iter()
             .map(|a| {
                 json!({
                     "at": server::cli::rfc3339(a.at_ms),
-                    "target": a.target,
+                    "target": delivery::origin(&a.target),
                     "status": a.status,
                     "error": a.error,
                     "duration_ms": a.duration_ms,
@@ -359,7 +406,7 @@ impl Submissions {
                 "id": key.to_string(),
                 "state": status.state.as_str(),
                 "method": method,
-                "url": url,
+                "url": delivery::origin(&url),
                 "attempt_count": status.attempts,
                 "next_attempt_at": status.next_attempt_ms.map(server::cli::rfc3339),
                 "last_error": last_error,
@@ -517,13 +564,6 @@ fn parse_id(id: &str) -> Result<Key, Box<Resp>> {
             )))
         }
     }
-}
-
-fn read_head(path: &std::path::Path) -> Vec<u8> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    let _ = std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
-    head
 }
 
 fn accepted(id: &str) -> Resp {

@@ -466,6 +466,18 @@ fn a_bad_url_is_reported_at_its_value() {
 }
 
 #[test]
+fn a_backend_url_with_credentials_is_refused_without_quoting_them() {
+    check(
+        parse_whimp,
+        "routes:\n  - path: /a\n    backends:\n      - url: https://hook:s3cret@10.0.0.1/in\n",
+        &format!(
+            "{FILE}:4:14: backend URL must not carry credentials (user:password@): URLs are \
+             shown in logs and records; let the backend trust whimp by its address instead"
+        ),
+    );
+}
+
+#[test]
 fn a_bad_method_is_reported_at_its_value() {
     check(
         parse_whimp,

@@ -414,7 +414,14 @@ fn backend(ck: &mut Checker<'_>, at: &Ptr, raw: RawBackend) -> Option<Backend> {
     );
     let (url, text) = raw.url.0?;
     let http_s = matches!(url.scheme_str(), Some("http" | "https"));
-    if !http_s || url.host().is_none_or(str::is_empty) {
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Never quoted: the URL holds a password, and config errors end up in logs.
+        ck.problem(
+            &at.key("url"),
+            "backend URL must not carry credentials (user:password@): URLs are shown in \
+             logs and records; let the backend trust whimp by its address instead",
+        );
+    } else if !http_s || url.host().is_none_or(str::is_empty) {
         ck.problem(
             &at.key("url"),
             format_args!(

@@ -14,8 +14,10 @@
 //!   left is simply still in the spool for the next start.
 
 mod http;
+mod shown;
 
 pub use http::{client_tls, send, Request};
+pub use shown::origin;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -40,7 +42,7 @@ pub struct Ready<P> {
 /// A message that cannot be attempted; recorded as an attempt without a request.
 #[derive(Debug)]
 pub struct Refused {
-    /// Where it would have gone, for the record (may be empty).
+    /// Where it would have gone (may be empty); recorded and logged only as its [`origin`].
     pub target: String,
     pub error: String,
     /// Dead-letter now (nothing will change), rather than retry by the policy.
@@ -52,7 +54,7 @@ pub struct Refused {
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
-    /// Where it went.
+    /// Where it went (the URL); recorded and logged only as its [`origin`].
     pub target: String,
     pub status: Option<u16>,
     pub error: Option<String>,
@@ -334,7 +336,7 @@ fn attempt<C: Courier>(
         });
         let attempt = Attempt {
             at_ms,
-            target: sent.target.clone(),
+            target: origin(&sent.target),
             status: sent.status,
             error: sent.error.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -350,7 +352,7 @@ fn attempt<C: Courier>(
             }
         };
         courier.observe(&ready.destination, &attempt, &finished);
-        conclude(&spool, claim, &attempt, finished).await;
+        conclude(&spool, claim, &ready.destination, &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });
 }
@@ -366,7 +368,7 @@ fn record_refusal<C: Courier>(
     tokio::spawn(async move {
         let attempt = Attempt {
             at_ms: now_ms(),
-            target: refused.target,
+            target: origin(&refused.target),
             status: None,
             error: Some(refused.error.clone()),
             duration_ms: 0,
@@ -383,7 +385,7 @@ fn record_refusal<C: Courier>(
             },
         };
         courier.observe("", &attempt, &finished);
-        conclude(&spool, claim, &attempt, finished).await;
+        conclude(&spool, claim, "", &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });
 }
@@ -406,7 +408,16 @@ fn decide(
     }
 }
 
-async fn conclude(spool: &Spool, claim: Claim, attempt: &Attempt, finished: Finished) {
+/// Records an attempt and logs its one line: the message, its destination (whimp's `route/n`,
+/// whomp's `host:port`; empty when it was refused before one was known) and the target's
+/// origin, never a whole URL.
+async fn conclude(
+    spool: &Spool,
+    claim: Claim,
+    destination: &str,
+    attempt: &Attempt,
+    finished: Finished,
+) {
     let key = claim.key;
     let outcome = match &finished {
         Finished::Delivered => Outcome::Delivered,
@@ -417,14 +428,14 @@ async fn conclude(spool: &Spool, claim: Claim, attempt: &Attempt, finished: Fini
     let error = attempt.error.as_deref().unwrap_or("");
     match &finished {
         Finished::Delivered => {
-            tracing::info!(id = %key, target = %attempt.target, status, ms = attempt.duration_ms, "delivered")
+            tracing::info!(id = %key, destination = %destination, target = %attempt.target, status, ms = attempt.duration_ms, "delivered")
         }
         Finished::Retry { due_ms } => tracing::warn!(
-            id = %key, target = %attempt.target, status, error,
+            id = %key, destination = %destination, target = %attempt.target, status, error,
             retry_in_ms = due_ms.saturating_sub(now_ms()), "attempt failed; will retry"
         ),
         Finished::Dead { reason } => tracing::error!(
-            id = %key, target = %attempt.target, status, error, reason = %reason,
+            id = %key, destination = %destination, target = %attempt.target, status, error, reason = %reason,
             "gave up; message moved to dead/"
         ),
     }

@@ -223,7 +223,9 @@ fn run_spool(
                     writeln!(out)?;
                 }
                 writeln!(out, "--- attempts of {key}")?;
-                for attempt in offline::attempts(dir, key) {
+                for mut attempt in offline::attempts(dir, key) {
+                    // Records written before targets were cut to their origin.
+                    attempt.target = delivery::origin(&attempt.target);
                     writeln!(
                         out,
                         "{}",

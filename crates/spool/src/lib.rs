@@ -74,7 +74,7 @@ impl State {
 pub struct Attempt {
     /// When the attempt started, ms since the Unix epoch.
     pub at_ms: u64,
-    /// Where it went (a URL; never containing secrets).
+    /// Where it went: `scheme://host:port` only (`delivery::origin`), never a whole URL.
     pub target: String,
     /// The response status, if a response came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
