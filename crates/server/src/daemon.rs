@@ -170,6 +170,7 @@ pub fn open_spool(config: &config::Spool) -> Result<Spool, StartError> {
         &config.dir,
         spool::Options {
             fsync: config.fsync,
+            ..spool::Options::default()
         },
     )
     .map_err(|e| match e {
