@@ -273,6 +273,7 @@ pub fn admin(
             let c = counted.counts();
             let oldest = counted.oldest_age().unwrap_or_default();
             gauges.set(c.queued, c.retrying, c.in_flight, oldest);
+            gauges.set_ready(counted.unhealthy_reason().is_none());
         }),
         extra: Some(crate::spool_admin(spool.clone())),
     })

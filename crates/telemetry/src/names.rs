@@ -14,6 +14,8 @@ pub const WHIMP_SPOOL_MESSAGES: &str = "whimp_spool_messages";
 pub const WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whimp_spool_oldest_message_age_seconds";
 /// Messages whimp gave up on.
 pub const WHIMP_DEAD_LETTERS_TOTAL: &str = "whimp_dead_letters_total";
+/// 1 while whimp's spool can store messages (`/readyz` answers 200), 0 otherwise.
+pub const WHIMP_READY: &str = "whimp_ready";
 
 /// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
 pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
@@ -29,6 +31,11 @@ pub const WHOMP_SPOOL_MESSAGES: &str = "whomp_spool_messages";
 pub const WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whomp_spool_oldest_message_age_seconds";
 /// Messages whomp gave up on.
 pub const WHOMP_DEAD_LETTERS_TOTAL: &str = "whomp_dead_letters_total";
+/// 1 while whomp's spool can store messages (`/readyz` answers 200), 0 otherwise.
+pub const WHOMP_READY: &str = "whomp_ready";
+
+/// CPU time the process has used, user and system, in seconds (with fractions).
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
 /// The `route` label of requests to paths no route has.
 pub const UNKNOWN_ROUTE: &str = "unknown";
