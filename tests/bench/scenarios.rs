@@ -635,14 +635,13 @@ fn whomp_target(submit: SocketAddr, receiver: SocketAddr) -> Target {
     }
 }
 
-/// Messages queued or retrying, from the daemon's `*_spool_messages` gauges.
+/// Messages still to deliver (queued, retrying or in flight: each counted in one state), from
+/// the daemon's `*_spool_messages` gauges.
 fn queued_in(daemon: &Daemon) -> anyhow::Result<u64> {
     let page = http_get(daemon.addr("admin")?, "/metrics")?;
     let mut total = 0.0;
     for line in page.lines().filter(|l| !l.starts_with('#')) {
-        if line.contains("_spool_messages{")
-            && (line.contains("state=\"queued\"") || line.contains("state=\"retrying\""))
-        {
+        if line.contains("_spool_messages{") {
             total += line
                 .rsplit(' ')
                 .next()

@@ -80,6 +80,47 @@ fn full_disk_gets_503_never_2xx_and_recovers() {
 }
 
 #[test]
+fn a_healed_disk_turns_ready_by_itself_without_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_fs) = Tmpfs::mount(&dir.path().join("spool"), "512k") else {
+        return;
+    };
+    let backend = Receiver::start();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{FAST_RETRY}routes:\n{}",
+            route("h", "/h/K", &[backend.url("/in")], "")
+        ),
+    );
+    let daemon = harness::Daemon::start(Path::new(BIN), &config);
+    let ready = || get(daemon.addr("admin"), "/readyz").0 == 200;
+    let gauge = || daemon.metric(telemetry::names::WHIMP_READY);
+    assert!(ready(), "ready at start");
+    assert_eq!(gauge(), 1.0);
+
+    // The disk fills up: a request is refused, and whimp turns not ready.
+    let filler = dir.path().join("spool").join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 600 * 1024]);
+    let (status, _) = harness::post(daemon.addr("public"), "/h/K", "", &[b'z'; 64 * 1024]);
+    assert_eq!(status, 503);
+    assert!(!ready(), "not ready while the disk is full");
+    assert_eq!(gauge(), 0.0);
+
+    // Space comes back, and no request follows (a load balancer sends none to an unready node):
+    // whimp finds out by itself.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("ready again without a request", ready);
+    assert_eq!(gauge(), 1.0);
+    assert_eq!(
+        daemon.metric("whimp_requests_total{code=\"503\",route=\"h\"}"),
+        1.0,
+        "no request came in meanwhile"
+    );
+    assert!(crate::files_in(&dir.path().join("spool").join("tmp")).is_empty());
+}
+
+#[test]
 fn read_only_spool_gets_503_with_retry_after() {
     let backend = Receiver::start();
     let whimp = Whimp::start(&format!(

@@ -185,6 +185,7 @@ fn sigterm_exits_cleanly_and_the_lock_keeps_a_second_daemon_out() {
         "whomp_delivery_attempts_total{outcome=\"delivered\"} 0",
         "whomp_spool_messages{state=\"queued\"} 0",
         "whomp_dead_letters_total 0",
+        "whomp_ready 1",
         "whomp_delivery_duration_seconds_count 0",
         "process_resident_memory_bytes",
     ] {

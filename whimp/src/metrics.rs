@@ -42,6 +42,7 @@ impl Metrics {
                 &registry,
                 names::WHIMP_SPOOL_MESSAGES,
                 names::WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS,
+                names::WHIMP_READY,
             ),
             dead_letters: telemetry::counter(
                 &registry,

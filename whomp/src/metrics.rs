@@ -68,6 +68,7 @@ impl Metrics {
             &registry,
             names::WHOMP_SPOOL_MESSAGES,
             names::WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS,
+            names::WHOMP_READY,
         );
         let dead_letters = telemetry::counter(
             &registry,

@@ -328,7 +328,11 @@ fn attempt<C: Courier>(
     tokio::spawn(async move {
         let at_ms = now_ms();
         let started = Instant::now();
+        // Counted in flight for the request only: not while parked for a slot, nor while the
+        // outcome is recorded below.
+        let sending = spool.sending(&claim);
         let sent = courier.send(ready.payload).await;
+        drop(sending);
         // The destination's slot bounds requests to it, not our bookkeeping: free it now, so
         // that its next message does not wait for this outcome to be recorded.
         let _ = tx.send(Event::Sent {

@@ -80,7 +80,14 @@ struct Check {
 
 fn check(max_attempts: Option<u32>) -> Check {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), spool::Options { fsync: false }).unwrap();
+    let spool = Spool::open(
+        dir.path(),
+        spool::Options {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (open_gate, gate) = watch::channel(false);
     let policy = Policy::try_new(
         Duration::from_millis(1),
@@ -249,4 +256,30 @@ async fn shutdown_leaves_unfinished_work_queued() {
         spool::State::Delivered,
         "in-flight work finishes in the grace period"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_counts_attempts_being_sent_not_messages_waiting_for_a_slot() {
+    let c = check(None);
+    for _ in 0..20 {
+        c.put("slow 200").await;
+    }
+    // Two attempts hang at the destination (its limit); the other 18 are claimed but parked,
+    // waiting for a slot: they are still queued, and counted once.
+    let expected = spool::Counts {
+        queued: 18,
+        retrying: 0,
+        in_flight: 2,
+    };
+    c.wait_until("two attempts are in flight and eighteen queued", |c| {
+        c.spool.counts() == expected
+    })
+    .await;
+    assert_eq!(c.script.now.lock().unwrap().get("slow"), Some(&2));
+    c.open_gate.send(true).unwrap();
+    c.wait_until("everything is delivered", |c| {
+        c.spool.counts() == spool::Counts::default()
+    })
+    .await;
+    c.stop().await;
 }

@@ -172,6 +172,7 @@ pub fn open_spool(config: &config::Spool) -> Result<Spool, StartError> {
         &config.dir,
         spool::Options {
             fsync: config.fsync,
+            ..spool::Options::default()
         },
     )
     .map_err(|e| match e {
@@ -268,6 +269,7 @@ pub fn admin(
             let c = counted.counts();
             let oldest = counted.oldest_age().unwrap_or_default();
             gauges.set(c.queued, c.retrying, c.in_flight, oldest);
+            gauges.set_ready(counted.unhealthy_reason().is_none());
         }),
         extra: Some(crate::spool_admin(spool.clone())),
     })

@@ -90,7 +90,14 @@ fn main() {
 }
 
 async fn spool_run(dir: &Path, fsync: bool, writers: usize, run_for: Duration) -> f64 {
-    let spool = Spool::open(dir, Options { fsync }).unwrap();
+    let spool = Spool::open(
+        dir,
+        Options {
+            fsync,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -162,7 +169,14 @@ fn maildir_loop(dir: &Path, fsync: bool, writers: usize, run_for: Duration) -> f
 async fn index_memory(base: &Path, messages: usize) {
     let dir = tempfile::tempdir_in(base).unwrap();
     {
-        let spool = Spool::open(dir.path(), Options { fsync: false }).unwrap();
+        let spool = Spool::open(
+            dir.path(),
+            Options {
+                fsync: false,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let mut batch = Vec::new();
         for _ in 0..messages {
             let spool = spool.clone();

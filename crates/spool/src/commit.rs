@@ -10,18 +10,24 @@
 //! State changes after a delivery attempt do not wait here: the spool renames in place and sets
 //! the folders' bits in `dirty` (sending an [`Op::Flush`] to wake this thread if no flush of them
 //! was pending), and every group fsyncs the dirty folders with its own.
+//!
+//! While the spool cannot write, the committer also probes it every `probe_every` (write, flush
+//! and remove a small file in `tmp/`) and marks it ready again when that works: behind a load
+//! balancer that follows `/readyz`, no message would ever come to show that the disk has healed.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::Health;
+use crate::{Health, FILE_MODE};
 
 /// The folders of a spool, in the order their fds are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +106,15 @@ pub(crate) struct Committer {
     dirty: Arc<AtomicU8>,
     /// Open folder handles for fsync, by `Folder as usize`.
     dirs: Vec<File>,
+    /// How often to probe a spool that cannot write.
+    probe_every: Duration,
 }
+
+/// The probe's file in `tmp/`; not a message id, so never taken for a message.
+const PROBE_NAME: &str = ".probe";
+
+/// What the probe writes: one page, so that a full file system refuses it.
+const PROBE_BYTES: usize = 4096;
 
 /// Most jobs in one group; bounds the latency of the first job in a burst.
 const MAX_GROUP: usize = 4096;
@@ -111,6 +125,7 @@ impl Committer {
         fsync: bool,
         health: Arc<Health>,
         dirty: Arc<AtomicU8>,
+        probe_every: Duration,
     ) -> io::Result<Committer> {
         let dirs = Folder::ALL
             .iter()
@@ -122,20 +137,73 @@ impl Committer {
             health,
             dirty,
             dirs,
+            probe_every,
         })
     }
 
-    /// Runs until every sender is gone.
+    /// Runs until every sender is gone. Between groups, probes the spool while it cannot write:
+    /// first `probe_every` after the committer sees it failing, then every `probe_every` until a
+    /// probe succeeds, whether or not jobs keep coming.
     pub(crate) fn run(self, jobs: mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
+        let mut probe_at: Option<Instant> = None;
+        loop {
+            let wait = probe_at.map_or(self.probe_every, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            match jobs.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match jobs.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group);
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            self.commit(group);
+            let now = Instant::now();
+            probe_at = match probe_at {
+                _ if !self.health.failing() => None,
+                None => Some(now + self.probe_every),
+                Some(at) if at <= now => {
+                    self.probe();
+                    Some(now + self.probe_every)
+                }
+                later => later,
+            };
+        }
+    }
+
+    /// Writes, flushes and removes a small file in `tmp/`: a write like a message's. If all of
+    /// it works the spool is ready again; the failure that made it unready is not retried.
+    fn probe(&self) {
+        let path = self.path(Folder::Tmp, PROBE_NAME);
+        let write = || -> io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(FILE_MODE)
+                .open(&path)?;
+            file.write_all(&[0; PROBE_BYTES])?;
+            if self.fsync {
+                sync_data(&file, &self.health)?;
+            }
+            fs::remove_file(&path)?;
+            if self.fsync {
+                sync_dir(self.dir(Folder::Tmp), &self.health)?;
+            }
+            Ok(())
+        };
+        match write() {
+            Ok(()) => self.health.set_healthy(),
+            Err(error) => {
+                let _ = fs::remove_file(&path);
+                tracing::debug!(%error, "spool probe failed; still refusing messages");
+            }
         }
     }
 

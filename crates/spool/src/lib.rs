@@ -11,6 +11,9 @@
 //! is an atomic rename, done before the call returns and flushed by the committer's next group
 //! (see [`Spool::finish`]). On [`Spool::open`] the schedule is rebuilt from the directory
 //! listings alone, holding a few dozen bytes per queued message.
+//!
+//! Webhook bodies are private: the spool's folders are `0750` and message files `0640`, set
+//! explicitly rather than left to the umask.
 
 mod commit;
 mod index;
@@ -19,6 +22,7 @@ pub mod name;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -37,13 +41,27 @@ pub use name::{BadKey, CurName, Key};
 pub struct Options {
     /// Flush data and directory entries before answering. Off trades crash safety for speed.
     pub fsync: bool,
+    /// While the spool cannot write, how often it tries a write of its own to turn ready again.
+    pub probe_every: Duration,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { fsync: true }
+        Options {
+            fsync: true,
+            probe_every: PROBE_EVERY,
+        }
     }
 }
+
+/// How often an unready spool probes itself by default.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// The mode of the spool's folders, whatever the umask: the daemon's user and group only.
+pub const DIR_MODE: u32 = 0o750;
+
+/// The mode of message files (and at most that of the spool's other files), whatever the umask.
+pub const FILE_MODE: u32 = 0o640;
 
 /// The most bytes of a response kept in an attempt record.
 pub const EXCERPT_BYTES: usize = 512;
@@ -145,12 +163,16 @@ impl Serialize for Key {
     }
 }
 
-/// Counts of messages by state, for the `*_spool_messages{state}` gauges.
+/// Counts of messages by state, for the `*_spool_messages{state}` gauges. Each message still
+/// to deliver is in exactly one of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Never attempted, and no attempt in flight.
     pub queued: usize,
+    /// Attempted before, waiting for the next attempt.
     pub retrying: usize,
-    /// Claimed by a deliverer right now (included in `queued` or `retrying`).
+    /// An attempt is in flight right now (see [`Spool::sending`]); a claimed message that waits
+    /// for a free slot at its destination is still `queued` or `retrying`.
     pub in_flight: usize,
 }
 
@@ -216,8 +238,12 @@ pub(crate) struct Health {
 }
 
 impl Health {
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
     fn set_unhealthy(&self, reason: String) {
-        tracing::error!(%reason, "spool cannot write; refusing messages until a write succeeds");
+        tracing::error!(%reason, "spool cannot write; refusing messages until a write (or the spool's own probe) succeeds");
         *lock(&self.reason) = Some(reason);
         self.failing.store(true, Ordering::Release);
     }
@@ -292,6 +318,8 @@ struct Inner {
     wake: Notify,
     /// Folders with renames not yet flushed (bits of [`Folder::bit`]), shared with the committer.
     dirty: Arc<AtomicU8>,
+    /// Attempts in flight (live [`Sending`] guards), of messages in `new/` and in `cur/`.
+    sending: [AtomicUsize; 2],
     _lock: File,
 }
 
@@ -308,6 +336,17 @@ impl Spool {
         for folder in Folder::ALL.iter().map(|f| f.name()).chain(["attempts"]) {
             fs::create_dir_all(dir.join(folder)).map_err(io_err)?;
         }
+        // Exactly 0750, whatever the umask made them (or an older version left them).
+        for folder in [""]
+            .into_iter()
+            .chain(Folder::ALL.iter().map(|f| f.name()))
+            .chain(["attempts"])
+        {
+            let path = dir.join(folder);
+            if let Err(error) = fs::set_permissions(&path, fs::Permissions::from_mode(DIR_MODE)) {
+                tracing::warn!(dir = %path.display(), %error, "cannot make a spool folder 0750");
+            }
+        }
         // Leftovers in tmp/ were never acknowledged: clear them.
         for entry in fs::read_dir(dir.join("tmp")).map_err(io_err)? {
             let entry = entry.map_err(io_err)?;
@@ -321,6 +360,7 @@ impl Spool {
             options.fsync,
             health.clone(),
             dirty.clone(),
+            options.probe_every,
         )
         .map_err(io_err)?;
         let (tx, rx) = mpsc::channel();
@@ -337,6 +377,7 @@ impl Spool {
                 fsync: options.fsync,
                 wake: Notify::new(),
                 dirty,
+                sending: Default::default(),
                 _lock: lock_file,
             }),
         })
@@ -381,8 +422,16 @@ impl Spool {
         // the two thread switches of a hand-off (BENCHMARKS.md, "What changed"). Only the
         // flush, which waits for the disk, goes to the committer's thread.
         let write = || -> io::Result<File> {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            if let Err(e) = file.write_all(&content) {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
+            // The mode above is cut by the umask; set it whole (before any byte is written).
+            let written = file
+                .set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .and_then(|()| file.write_all(&content));
+            if let Err(e) = written {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
@@ -540,6 +589,7 @@ impl Spool {
             let appended = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(FILE_MODE)
                 .open(attempt_log(&self.inner.root, &claim.key))
                 .and_then(|mut f| f.write_all(&line));
             if let Err(e) = appended {
@@ -682,13 +732,31 @@ impl Spool {
         read_attempts(&self.inner.root, key)
     }
 
-    /// Message counts by state (queued and retrying from memory; no I/O).
+    /// Message counts by state, from memory (no I/O).
     pub fn counts(&self) -> Counts {
-        let (queued, retrying, in_flight) = lock(&self.inner.index).counts();
+        let (queued, retrying, _claimed) = lock(&self.inner.index).counts();
+        let [new, cur] = self
+            .inner
+            .sending
+            .each_ref()
+            .map(|n| n.load(Ordering::Acquire));
+        // A guard is dropped before its message is finished, so each count above includes its
+        // own in-flight messages; the saturation covers a guard made between the two reads.
         Counts {
-            queued,
-            retrying,
-            in_flight,
+            queued: queued.saturating_sub(new),
+            retrying: retrying.saturating_sub(cur),
+            in_flight: new + cur,
+        }
+    }
+
+    /// Marks an attempt of `claim` as in flight, for [`Spool::counts`], until the guard drops.
+    /// A deliverer holds it while the request is out, and drops it before [`Spool::finish`].
+    pub fn sending(&self, claim: &Claim) -> Sending {
+        let place = claim.place as usize;
+        self.inner.sending[place].fetch_add(1, Ordering::AcqRel);
+        Sending {
+            inner: self.inner.clone(),
+            place,
         }
     }
 
@@ -701,7 +769,7 @@ impl Spool {
 
     /// `None` when the spool can store messages; otherwise why not. No I/O.
     pub fn unhealthy_reason(&self) -> Option<String> {
-        if self.inner.health.failing.load(Ordering::Acquire) {
+        if self.inner.health.failing() {
             Some(lock(&self.inner.health.reason).clone().unwrap_or_default())
         } else {
             None
@@ -753,6 +821,18 @@ impl Spool {
     }
 }
 
+/// An attempt in flight, counted in [`Counts::in_flight`] while this lives.
+pub struct Sending {
+    inner: Arc<Inner>,
+    place: usize,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.inner.sending[self.place].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn folder_of(place: Place) -> Folder {
     match place {
         Place::New => Folder::New,
@@ -788,6 +868,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
         .open(&path)
         .map_err(io_err)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {

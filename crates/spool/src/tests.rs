@@ -113,7 +113,17 @@ async fn claim_read_retry_deliver() {
     let claim = claims.into_iter().next().unwrap();
     assert_eq!(claim.key, key);
     assert_eq!(c.spool.read(&claim).unwrap(), b"hello");
-    assert_eq!(c.spool.counts().in_flight, 1);
+    // Claimed is not yet in flight: only while an attempt is out, and then not also queued.
+    assert_eq!(c.spool.counts().in_flight, 0);
+    let sending = c.spool.sending(&claim);
+    let one_out = Counts {
+        queued: 0,
+        retrying: 0,
+        in_flight: 1,
+    };
+    assert_eq!(c.spool.counts(), one_out);
+    drop(sending);
+    assert_eq!(c.spool.counts().queued, 1);
 
     let due = now_ms() + 60_000;
     c.spool
@@ -414,7 +424,14 @@ async fn offline_listing_shows_every_state() {
 #[tokio::test]
 async fn fsync_off_still_stores() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), Options { fsync: false }).unwrap();
+    let spool = Spool::open(
+        dir.path(),
+        Options {
+            fsync: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let keys = spool
         .enqueue(Spool::new_id(), 1, b"x".to_vec())
         .await
@@ -528,7 +545,14 @@ fn enqueueing_in_a_loop_without_fsync_leaves_room_for_other_tasks() {
             .unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let spool = Spool::open(dir.path(), Options { fsync: false }).unwrap();
+            let spool = Spool::open(
+                dir.path(),
+                Options {
+                    fsync: false,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let writer = {
                 let (spool, stop) = (spool.clone(), stop.clone());
@@ -551,4 +575,66 @@ fn enqueueing_in_a_loop_without_fsync_leaves_room_for_other_tasks() {
         finished.recv_timeout(Duration::from_secs(30)).is_ok(),
         "the enqueue loop never let the timer run"
     );
+}
+
+#[tokio::test]
+async fn an_unready_spool_probes_itself_and_turns_ready_without_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        probe_every: Duration::from_millis(20),
+        ..Options::default()
+    };
+    let spool = Spool::open(dir.path(), options).unwrap();
+    // The enqueue's flush fails, and so does the first probe's: the disk is still bad.
+    spool.inject_sync_failures(2);
+    spool
+        .enqueue(Spool::new_id(), 1, b"refused".to_vec())
+        .await
+        .unwrap_err();
+    assert!(spool.unhealthy_reason().is_some());
+    // No message comes (a load balancer sends none to an unready node): the probe finds the
+    // disk healed by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while spool.unhealthy_reason().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the spool to turn ready by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        spool.inner.health.fail_syncs.load(Ordering::SeqCst),
+        0,
+        "the failing probe ran first"
+    );
+    assert!(fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(spool.counts(), Counts::default(), "the probe is no message");
+}
+
+#[tokio::test]
+async fn folders_are_0750_and_messages_0640_whatever_the_umask() {
+    use rustix::fs::Mode;
+    let c = check();
+    // An older version (or umask 022) left a world-readable folder behind: reopening fixes it.
+    fs::set_permissions(c.root.join("new"), fs::Permissions::from_mode(0o755)).unwrap();
+    let before = rustix::process::umask(Mode::from_raw_mode(0o022));
+    let c = c.reopen();
+    let loose = c.put("under umask 022").await;
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+    let tight = c.put("under umask 077").await;
+    rustix::process::umask(before);
+    for folder in ["", "tmp", "new", "cur", "done", "dead", "attempts"] {
+        let mode = fs::metadata(c.root.join(folder)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o750, "{folder}/ is {mode:o}");
+    }
+    for key in [loose, tight] {
+        let mode = fs::metadata(c.root.join("new").join(key.to_string()))
+            .unwrap()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, 0o640, "message {key} is {mode:o}");
+    }
 }

@@ -60,7 +60,7 @@ fn child(dir: &Path, mode: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let spool = Spool::open(dir, Options { fsync: true }).unwrap();
+        let spool = Spool::open(dir, Options::default()).unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let spool = spool.clone();

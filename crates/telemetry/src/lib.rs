@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tracing_subscriber::fmt::MakeWriter;
@@ -103,11 +103,55 @@ pub fn registry() -> Registry {
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
     {
-        let process = prometheus::process_collector::ProcessCollector::for_self();
         // Registration only fails on a duplicate, impossible in a fresh registry.
-        let _ = registry.register(Box::new(process));
+        let _ = registry.register(Box::new(Process::new()));
     }
     registry
+}
+
+/// The `process_*` metrics of prometheus' own collector, except `process_cpu_seconds_total`:
+/// that one counts whole seconds, so a daemon using a tenth of a core shows no CPU at all
+/// between scrapes. Ours is read from the process CPU clock, in nanoseconds.
+#[cfg(target_os = "linux")]
+struct Process {
+    others: prometheus::process_collector::ProcessCollector,
+    cpu: prometheus::Counter,
+}
+
+#[cfg(target_os = "linux")]
+impl Process {
+    fn new() -> Process {
+        let name = names::PROCESS_CPU_SECONDS_TOTAL;
+        let help = "Total user and system CPU time spent in seconds.";
+        Process {
+            others: prometheus::process_collector::ProcessCollector::for_self(),
+            cpu: prometheus::Counter::new(name, help).unwrap_or_else(|e| invalid(name, e)),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for Process {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let others = self.others.desc().into_iter();
+        others
+            .filter(|d| d.fq_name != names::PROCESS_CPU_SECONDS_TOTAL)
+            .chain(self.cpu.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let used = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        let seconds = used.tv_sec as f64 + used.tv_nsec as f64 / 1e9;
+        // A counter only goes up: add what was used since the last scrape (two scrapes at once
+        // may both see the same past; the later one then adds nothing).
+        self.cpu.inc_by((seconds - self.cpu.get()).max(0.0));
+        let others = self.others.collect().into_iter();
+        others
+            .filter(|mf| mf.name() != names::PROCESS_CPU_SECONDS_TOTAL)
+            .chain(self.cpu.collect())
+            .collect()
+    }
 }
 
 /// Buckets of the `*_duration_seconds` histograms: 1 ms to 30 s.
@@ -138,16 +182,17 @@ pub fn duration_histogram(registry: &Registry, name: &str, help: &str) -> Histog
     metric
 }
 
-/// The spool gauges of a daemon: `*_spool_messages{state}` and
-/// `*_spool_oldest_message_age_seconds`.
+/// The spool gauges of a daemon: `*_spool_messages{state}`,
+/// `*_spool_oldest_message_age_seconds` and `*_ready`.
 #[derive(Clone)]
 pub struct SpoolGauges {
     messages: IntGaugeVec,
     oldest: prometheus::Gauge,
+    ready: IntGauge,
 }
 
 impl SpoolGauges {
-    pub fn new(registry: &Registry, messages: &str, oldest: &str) -> SpoolGauges {
+    pub fn new(registry: &Registry, messages: &str, oldest: &str, ready: &str) -> SpoolGauges {
         let opts = Opts::new(
             messages,
             "Messages in the spool waiting for delivery, by state.",
@@ -157,12 +202,22 @@ impl SpoolGauges {
         let help = "Age of the oldest message still to deliver, 0 when none.";
         let age = prometheus::Gauge::new(oldest, help).unwrap_or_else(|e| invalid(oldest, e));
         register(registry, oldest, Box::new(age.clone()));
+        let help = "1 while the spool can store messages (/readyz answers 200), 0 otherwise.";
+        let up = IntGauge::new(ready, help).unwrap_or_else(|e| invalid(ready, e));
+        register(registry, ready, Box::new(up.clone()));
         let gauges = SpoolGauges {
             messages: by_state,
             oldest: age,
+            ready: up,
         };
         gauges.set(0, 0, 0, std::time::Duration::ZERO);
+        gauges.set_ready(true);
         gauges
+    }
+
+    /// Sets the ready gauge: whether the spool can store messages.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Sets the gauges: queued (never attempted), retrying, in flight right now, and the age of
@@ -448,5 +503,32 @@ mod tests {
 
         stop.send(()).unwrap();
         server.await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_seconds_are_counted_with_fractions() {
+        use rustix::time::{clock_gettime, ClockId};
+        let cpu = || {
+            let t = clock_gettime(ClockId::ProcessCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        // Use some CPU: far less than a second, which whole seconds would round away.
+        let start = cpu();
+        let mut x = 0u64;
+        while cpu() < start + 0.02 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let page = String::from_utf8(render(&registry())).unwrap();
+        let samples: Vec<f64> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(samples.len(), 1, "one sample of the family: {page}");
+        let seconds = samples[0];
+        assert!(seconds >= start + 0.02, "{seconds} counts the CPU used");
+        assert_ne!(seconds, seconds.trunc(), "{seconds} has a fraction");
+        assert!(page.contains("process_resident_memory_bytes"), "{page}");
     }
 }

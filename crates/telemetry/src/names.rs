@@ -24,6 +24,8 @@ pub const WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "whimp_tls_certificate_expiry_timestamp_seconds";
 /// Always 1, `{version}`.
 pub const WHIMP_BUILD_INFO: &str = "whimp_build_info";
+/// 1 while whimp's spool can store messages (`/readyz` answers 200), 0 otherwise.
+pub const WHIMP_READY: &str = "whimp_ready";
 
 /// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
 pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
@@ -49,6 +51,11 @@ pub const WHOMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "whomp_tls_certificate_expiry_timestamp_seconds";
 /// Always 1, `{version}`.
 pub const WHOMP_BUILD_INFO: &str = "whomp_build_info";
+/// 1 while whomp's spool can store messages (`/readyz` answers 200), 0 otherwise.
+pub const WHOMP_READY: &str = "whomp_ready";
+
+/// CPU time the process has used, user and system, in seconds (with fractions).
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
 /// The `route` label of requests to paths no route has.
 pub const UNKNOWN_ROUTE: &str = "unknown";
