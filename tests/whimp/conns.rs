@@ -9,7 +9,12 @@ use harness::{free_port, hold, wait_closed, write_file, Idle, Receiver, TestCa, 
 use crate::{route, Whimp};
 
 /// Plain and TLS listeners on fixed loopback ports, with `limits` and one route `/c/K`.
-fn start(ca: &TestCa, certs: &std::path::Path, limits: &str, backend: &Receiver) -> (Whimp, SocketAddr, SocketAddr) {
+fn start(
+    ca: &TestCa,
+    certs: &std::path::Path,
+    limits: &str,
+    backend: &Receiver,
+) -> (Whimp, SocketAddr, SocketAddr) {
     let (cert, key) = ca.issue(&["127.0.0.1"]);
     write_file(certs, "cert.pem", &cert);
     write_file(certs, "key.pem", &key);
@@ -28,22 +33,42 @@ fn start(ca: &TestCa, certs: &std::path::Path, limits: &str, backend: &Receiver)
 
 /// Every way of holding a connection without a request: a label, the listener, how, what is
 /// sent.
-fn kinds<'a>(plain: SocketAddr, tls: SocketAddr, ca: &'a str) -> [(&'static str, SocketAddr, Wire<'a>, Idle); 6] {
-    let h1 = Wire::Tls { ca_pem: ca, alpn: b"http/1.1" };
-    let h2 = Wire::Tls { ca_pem: ca, alpn: b"h2" };
+fn kinds<'a>(
+    plain: SocketAddr,
+    tls: SocketAddr,
+    ca: &'a str,
+) -> [(&'static str, SocketAddr, Wire<'a>, Idle); 6] {
+    let h1 = Wire::Tls {
+        ca_pem: ca,
+        alpn: b"http/1.1",
+    };
+    let h2 = Wire::Tls {
+        ca_pem: ca,
+        alpn: b"h2",
+    };
     [
         ("tls handshake, then silence", tls, h1, Idle::Nothing),
         ("tls, one byte", tls, h1, Idle::OneByte),
         ("tls h2 preface, no stream", tls, h2, Idle::H2Preface),
         ("plain, silence", plain, Wire::Plain, Idle::Nothing),
         ("plain, one byte", plain, Wire::Plain, Idle::OneByte),
-        ("plain h2 preface, no stream", plain, Wire::Plain, Idle::H2Preface),
+        (
+            "plain h2 preface, no stream",
+            plain,
+            Wire::Plain,
+            Idle::H2Preface,
+        ),
     ]
 }
 
 /// Opens `per_kind` connections of each kind, each kind from its own source address
 /// (127.0.0.10 and up).
-fn flood(plain: SocketAddr, tls: SocketAddr, ca: &str, per_kind: usize) -> Vec<(&'static str, TcpStream)> {
+fn flood(
+    plain: SocketAddr,
+    tls: SocketAddr,
+    ca: &str,
+    per_kind: usize,
+) -> Vec<(&'static str, TcpStream)> {
     let mut held = Vec::new();
     for (i, (label, addr, wire, idle)) in kinds(plain, tls, ca).into_iter().enumerate() {
         let source = IpAddr::from([127, 0, 0, 10 + i as u8]);

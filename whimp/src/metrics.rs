@@ -13,6 +13,7 @@ pub struct Metrics {
     pub forward_duration: Histogram,
     pub spool_messages: SpoolGauges,
     pub dead_letters: IntCounter,
+    pub connections_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -45,6 +46,10 @@ impl Metrics {
                 &registry,
                 names::WHIMP_DEAD_LETTERS_TOTAL,
                 "Messages given up on (moved to dead/).",
+            ),
+            connections_dropped: telemetry::connections_dropped(
+                &registry,
+                names::WHIMP_CONNECTIONS_DROPPED_TOTAL,
             ),
             registry,
         }

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub delivery_duration: Histogram,
     pub spool_messages: SpoolGauges,
     pub dead_letters: IntCounter,
+    pub connections_dropped: IntCounterVec,
 }
 
 /// The submission outcomes, in the order they are pre-registered.
@@ -72,6 +73,8 @@ impl Metrics {
             names::WHOMP_DEAD_LETTERS_TOTAL,
             "Messages given up on (moved to dead/).",
         );
+        let connections_dropped =
+            telemetry::connections_dropped(&registry, names::WHOMP_CONNECTIONS_DROPPED_TOTAL);
         for outcome in SUBMISSION_OUTCOMES {
             submissions.with_label_values(&[outcome]);
         }
@@ -89,6 +92,7 @@ impl Metrics {
             delivery_duration,
             spool_messages,
             dead_letters,
+            connections_dropped,
         }
     }
 

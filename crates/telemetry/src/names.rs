@@ -14,6 +14,8 @@ pub const WHIMP_SPOOL_MESSAGES: &str = "whimp_spool_messages";
 pub const WHIMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whimp_spool_oldest_message_age_seconds";
 /// Messages whimp gave up on.
 pub const WHIMP_DEAD_LETTERS_TOTAL: &str = "whimp_dead_letters_total";
+/// Connections whimp's public listeners closed unasked, `{reason}` (one of the `DROPPED_*`).
+pub const WHIMP_CONNECTIONS_DROPPED_TOTAL: &str = "whimp_connections_dropped_total";
 
 /// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
 pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
@@ -29,6 +31,8 @@ pub const WHOMP_SPOOL_MESSAGES: &str = "whomp_spool_messages";
 pub const WHOMP_SPOOL_OLDEST_MESSAGE_AGE_SECONDS: &str = "whomp_spool_oldest_message_age_seconds";
 /// Messages whomp gave up on.
 pub const WHOMP_DEAD_LETTERS_TOTAL: &str = "whomp_dead_letters_total";
+/// Connections whomp's submit listeners closed unasked, `{reason}` (one of the `DROPPED_*`).
+pub const WHOMP_CONNECTIONS_DROPPED_TOTAL: &str = "whomp_connections_dropped_total";
 
 /// The `route` label of requests to paths no route has.
 pub const UNKNOWN_ROUTE: &str = "unknown";
@@ -58,6 +62,13 @@ pub const SUBMISSION_UNAUTHORIZED: &str = "unauthorized";
 pub const SUBMISSION_TOO_LARGE: &str = "too_large";
 /// `outcome` of a submission the spool could not store, `503`.
 pub const SUBMISSION_UNAVAILABLE: &str = "unavailable";
+
+/// `reason` of a dropped connection: closed at accept, its source address (an IPv4 address or
+/// an IPv6 /64) had its share of the connections open already.
+pub const DROPPED_SOURCE_LIMIT: &str = "source_limit";
+/// `reason` of a dropped connection: closed after `header_timeout` without a request in
+/// progress (TLS handshake, first request head, keep-alive, HTTP/2 without a stream).
+pub const DROPPED_IDLE: &str = "idle";
 
 /// `state` label values of `*_spool_messages`.
 pub const STATE_QUEUED: &str = "queued";

@@ -615,7 +615,9 @@ impl Idle {
         match self {
             Idle::Nothing => b"",
             Idle::OneByte => b"P",
-            Idle::H2Preface => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            Idle::H2Preface => {
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            }
         }
     }
 }
