@@ -282,13 +282,16 @@ pub async fn serve<H, F>(
                     }
                 }
             };
+            tokio::pin!(conn);
             tokio::select! {
-                () = conn => {}
+                () = &mut conn => {}
                 () = activity.idle_for(header_timeout) => {
                     slot.budget.count(DROPPED_IDLE);
                     tracing::debug!(%remote, "connection closed: no request within the header timeout");
                 }
             }
+            // The socket closes when this task ends, after the count: whoever sees the close
+            // sees the count.
             drop(slot);
         });
     }
