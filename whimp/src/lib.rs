@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use server::daemon::{self, Daemon};
-use server::listen::ConnLimits;
+use server::listen::{Budget, ConnLimits};
 use server::Signal;
 use tokio::sync::watch;
 
@@ -126,8 +126,13 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         max_body_bytes: config.limits.max_body_bytes,
         body_timeout: config.limits.body_timeout,
     });
+    // One budget over all public listeners.
     let limits = ConnLimits {
-        max_connections: config.limits.max_connections,
+        budget: Budget::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+            Some(metrics.connections_dropped.clone()),
+        ),
         header_timeout: config.limits.header_timeout,
         grace: GRACE,
     };
@@ -136,7 +141,7 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         let ingress = ingress.clone();
         tasks.spawn(server::listen::serve(
             endpoint,
-            limits,
+            limits.clone(),
             move |peer, req| {
                 let ingress = ingress.clone();
                 async move { ingress.handle(peer, req).await }
@@ -150,7 +155,13 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
         &spool,
         metrics.spool_messages.clone(),
     )?;
-    tasks.spawn(admin.serve(admin_socket, daemon::stopped(stop_rx.clone())));
+    tasks.spawn(daemon::serve_admin(
+        admin,
+        admin_socket,
+        config.limits.header_timeout,
+        GRACE,
+        stop_rx.clone(),
+    ));
 
     let forwarder = Arc::new(Forwarder {
         routes: routes.clone(),

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub dead_letters: IntCounter,
     /// Reload outcome, certificate expiry and build info.
     pub config: ConfigGauges,
+    pub connections_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,6 +60,10 @@ impl Metrics {
                     build_info: names::WHIMP_BUILD_INFO,
                 },
                 env!("CARGO_PKG_VERSION"),
+            ),
+            connections_dropped: telemetry::connections_dropped(
+                &registry,
+                names::WHIMP_CONNECTIONS_DROPPED_TOTAL,
             ),
             registry,
         }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use server::daemon::{self, Daemon};
-use server::listen::{ConnLimits, Endpoint};
+use server::listen::{Budget, ConnLimits, Endpoint};
 use server::Signal;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -40,12 +40,13 @@ use crate::submit::Submissions;
 /// How long in-flight submissions and attempts may finish after SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// Connection limits of the submission listeners (internal callers; the config has no knobs).
-const CONN_LIMITS: ConnLimits = ConnLimits {
-    max_connections: 4096,
-    header_timeout: Duration::from_secs(10),
-    grace: GRACE,
-};
+/// Connections the submission listeners hold open at once, over all of them (internal callers;
+/// the config has no knobs).
+const MAX_CONNECTIONS: usize = 4096;
+/// Of those, from one caller's address, so that one misbehaving service cannot take them all.
+const MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Longest time a connection may spend without a request in progress.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use server::daemon::StartError;
 
@@ -113,12 +114,21 @@ pub async fn run(
         metrics: metrics.clone(),
         max_body_bytes: config.limits.max_body_bytes,
     });
+    let limits = ConnLimits {
+        budget: Budget::new(
+            MAX_CONNECTIONS,
+            MAX_CONNECTIONS_PER_IP,
+            Some(metrics.connections_dropped.clone()),
+        ),
+        header_timeout: HEADER_TIMEOUT,
+        grace: GRACE,
+    };
     for endpoint in listeners.submit {
         daemon::announce_endpoint("submit", &endpoint)?;
         let submissions = submissions.clone();
         tasks.spawn(server::listen::serve(
             endpoint,
-            CONN_LIMITS,
+            limits.clone(),
             move |peer, req| {
                 let submissions = submissions.clone();
                 async move { submissions.handle(peer, req).await }
@@ -132,7 +142,13 @@ pub async fn run(
         &spool,
         metrics.spool_messages.clone(),
     )?;
-    tasks.spawn(admin.serve(listeners.admin, daemon::stopped(stop_rx.clone())));
+    tasks.spawn(daemon::serve_admin(
+        admin,
+        listeners.admin,
+        HEADER_TIMEOUT,
+        GRACE,
+        stop_rx.clone(),
+    ));
 
     let courier = Arc::new(Courier {
         live: live.clone(),

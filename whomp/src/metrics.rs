@@ -17,6 +17,7 @@ pub struct Metrics {
     pub dead_letters: IntCounter,
     /// Reload outcome, certificate expiry and build info.
     pub config: ConfigGauges,
+    pub connections_dropped: IntCounterVec,
 }
 
 /// The submission outcomes, in the order they are pre-registered.
@@ -75,6 +76,8 @@ impl Metrics {
             names::WHOMP_DEAD_LETTERS_TOTAL,
             "Messages given up on (moved to dead/).",
         );
+        let connections_dropped =
+            telemetry::connections_dropped(&registry, names::WHOMP_CONNECTIONS_DROPPED_TOTAL);
         for outcome in SUBMISSION_OUTCOMES {
             submissions.with_label_values(&[outcome]);
         }
@@ -91,6 +94,7 @@ impl Metrics {
             delivery_duration,
             spool_messages,
             dead_letters,
+            connections_dropped,
             config: ConfigGauges::new(
                 &registry,
                 ConfigNames {

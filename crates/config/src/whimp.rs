@@ -42,8 +42,10 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time allowed for the body; default 30s.
     pub body_timeout: Duration,
-    /// Connections held open at once; default 10000.
+    /// Connections held open at once, over all listeners; default 10000.
     pub max_connections: usize,
+    /// Of those, from one source (an IPv4 address or an IPv6 /64); default 256.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -162,6 +165,7 @@ struct RawLimits {
     header_timeout: Option<DurationValue>,
     body_timeout: Option<DurationValue>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +253,12 @@ fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
             "max_connections",
             raw.max_connections,
             default.max_connections,
+        ),
+        max_connections_per_ip: ck.at_least_one(
+            &at.key("max_connections_per_ip"),
+            "max_connections_per_ip",
+            raw.max_connections_per_ip,
+            default.max_connections_per_ip,
         ),
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{self, exit, Command};
-use crate::listen::Endpoint;
+use crate::listen::{Budget, ConnLimits, Endpoint};
 use crate::tls::Certs;
 
 /// Why a daemon could not start; [`StartError::exit_code`] says how it exits.
@@ -249,7 +249,7 @@ pub fn ready() {
 
 /// The admin listener of a daemon over `spool`: readiness from the spool, gauges refreshed by
 /// `refresh` before each scrape, and the spool endpoints the CLI uses. Announces it and notes
-/// its address in the spool; serve it with `Admin::serve`.
+/// its address in the spool; serve it with [`serve_admin`].
 pub fn admin(
     socket: &TcpListener,
     registry: prometheus::Registry,
@@ -273,6 +273,42 @@ pub fn admin(
         }),
         extra: Some(crate::spool_admin(spool.clone())),
     })
+}
+
+/// Connections the admin listener holds at once (Prometheus, probes, the CLI), a budget of its
+/// own: a flood of the public listeners cannot starve scrapes, nor a flood of the admin
+/// listener the public ones.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// Serves `admin` on `socket` until `stop`, with the daemon's `header_timeout` and a budget of
+/// [`ADMIN_MAX_CONNECTIONS`].
+pub async fn serve_admin(
+    admin: telemetry::Admin,
+    socket: TcpListener,
+    header_timeout: Duration,
+    grace: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let admin = Arc::new(admin);
+    let limits = ConnLimits {
+        budget: Budget::new(ADMIN_MAX_CONNECTIONS, ADMIN_MAX_CONNECTIONS, None),
+        header_timeout,
+        grace,
+    };
+    let endpoint = Endpoint {
+        listener: socket,
+        tls: None,
+    };
+    crate::listen::serve(
+        endpoint,
+        limits,
+        move |_, req| {
+            let admin = admin.clone();
+            async move { admin.handle(req).await }
+        },
+        stop,
+    )
+    .await;
 }
 
 /// Resolves once shutdown is asked.

@@ -1,26 +1,23 @@
 //! What operators see of a daemon: logs (stderr or syslog), Prometheus metrics and the admin
-//! listener that serves `/metrics`, `/healthz` and `/readyz`.
+//! endpoints `/metrics`, `/healthz` and `/readyz` (served by `server::listen`, with the same
+//! deadlines as the daemon's other listeners).
 //!
 //! Metric names live in [`names`], once, so the daemons and the tests that scrape them cannot
 //! drift apart. Readiness is a cheap closure over in-memory state: no I/O in a probe.
 
 pub mod names;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use tokio::net::TcpListener;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// A response from the admin listener.
@@ -182,6 +179,20 @@ pub fn duration_histogram(registry: &Registry, name: &str, help: &str) -> Histog
     metric
 }
 
+/// `*_connections_dropped_total{reason}`, with both reasons at zero from the start.
+pub fn connections_dropped(registry: &Registry, name: &str) -> IntCounterVec {
+    let metric = counter_vec(
+        registry,
+        name,
+        "Connections closed by the daemon unasked: over the per-source cap at accept, or idle past header_timeout.",
+        &["reason"],
+    );
+    for reason in [names::DROPPED_SOURCE_LIMIT, names::DROPPED_IDLE] {
+        metric.with_label_values(&[reason]);
+    }
+    metric
+}
+
 /// The spool gauges of a daemon: `*_spool_messages{state}`,
 /// `*_spool_oldest_message_age_seconds` and `*_ready`.
 #[derive(Clone)]
@@ -336,7 +347,7 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     out
 }
 
-/// The admin listener: `/metrics`, `/healthz`, `/readyz`, and the daemon's [`Extra`] routes.
+/// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, and the daemon's [`Extra`] routes.
 #[derive(Clone)]
 pub struct Admin {
     pub registry: Registry,
@@ -348,34 +359,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Serves until `shutdown` resolves. Connections are handled one task each.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let admin = Arc::new(self);
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut shutdown => return,
-            };
-            let Ok((stream, _)) = accepted else {
-                // Out of file descriptors or similar: pause instead of spinning.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }
-
-    async fn handle(&self, req: Request<Incoming>) -> AdminResponse {
+    /// Answers one request; the daemon serves these through its listener plumbing
+    /// (`server::listen`), with the same deadlines as its other listeners.
+    pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         match (&method, path.as_str()) {
             (&Method::GET, "/metrics") => {
@@ -423,19 +413,19 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+    async fn call(admin: &Admin, method: Method, path: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = admin.handle(req).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     #[tokio::test]
@@ -463,15 +453,9 @@ mod tests {
                 })
             })),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(admin.serve(listener, async {
-            let _ = stopped.await;
-        }));
 
-        let metrics = get(addr, "/metrics").await;
-        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        let (status, metrics) = call(&admin, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::OK, "{metrics}");
         assert!(
             metrics.contains("whimp_requests_total{code=\"200\",route=\"paypal\"} 1"),
             "{metrics}"
@@ -480,29 +464,26 @@ mod tests {
             metrics.contains("process_resident_memory_bytes"),
             "{metrics}"
         );
-        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert_eq!(
+            call(&admin, Method::GET, "/healthz").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(call(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
         ready.store(false, Ordering::SeqCst);
-        let not_ready = get(addr, "/readyz").await;
-        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        let (status, not_ready) = call(&admin, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             !not_ready.contains("disk full"),
             "no internals in the answer"
         );
-        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
-
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            b"POST /spool/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 202"), "{out}");
-
-        stop.send(()).unwrap();
-        server.await.unwrap();
+        assert_eq!(
+            call(&admin, Method::GET, "/nope").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&admin, Method::POST, "/spool/x").await.0,
+            StatusCode::ACCEPTED
+        );
     }
 
     #[cfg(target_os = "linux")]

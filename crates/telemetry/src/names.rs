@@ -26,6 +26,8 @@ pub const WHIMP_TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
 pub const WHIMP_BUILD_INFO: &str = "whimp_build_info";
 /// 1 while whimp's spool can store messages (`/readyz` answers 200), 0 otherwise.
 pub const WHIMP_READY: &str = "whimp_ready";
+/// Connections whimp's public listeners closed unasked, `{reason}` (one of the `DROPPED_*`).
+pub const WHIMP_CONNECTIONS_DROPPED_TOTAL: &str = "whimp_connections_dropped_total";
 
 /// Submissions to whomp, `{outcome}` (one of the `SUBMISSION_*` values).
 pub const WHOMP_SUBMISSIONS_TOTAL: &str = "whomp_submissions_total";
@@ -56,6 +58,8 @@ pub const WHOMP_READY: &str = "whomp_ready";
 
 /// CPU time the process has used, user and system, in seconds (with fractions).
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// Connections whomp's submit listeners closed unasked, `{reason}` (one of the `DROPPED_*`).
+pub const WHOMP_CONNECTIONS_DROPPED_TOTAL: &str = "whomp_connections_dropped_total";
 
 /// The `route` label of requests to paths no route has.
 pub const UNKNOWN_ROUTE: &str = "unknown";
@@ -85,6 +89,13 @@ pub const SUBMISSION_UNAUTHORIZED: &str = "unauthorized";
 pub const SUBMISSION_TOO_LARGE: &str = "too_large";
 /// `outcome` of a submission the spool could not store, `503`.
 pub const SUBMISSION_UNAVAILABLE: &str = "unavailable";
+
+/// `reason` of a dropped connection: closed at accept, its source address (an IPv4 address or
+/// an IPv6 /64) had its share of the connections open already.
+pub const DROPPED_SOURCE_LIMIT: &str = "source_limit";
+/// `reason` of a dropped connection: closed after `header_timeout` without a request in
+/// progress (TLS handshake, first request head, keep-alive, HTTP/2 without a stream).
+pub const DROPPED_IDLE: &str = "idle";
 
 /// `state` label values of `*_spool_messages`.
 pub const STATE_QUEUED: &str = "queued";
