@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::check::Checker;
 use crate::locate::Ptr;
-use crate::value::{format_duration, AddrValue, DurationValue};
+use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole};
 
 /// A socket the daemon accepts requests on, plain HTTP or TLS.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +154,7 @@ pub(crate) struct RawAdmin {
 #[serde(deny_unknown_fields, expecting = "a `spool` mapping")]
 pub(crate) struct RawSpool {
     dir: Option<PathBuf>,
-    fsync: Option<bool>,
+    fsync: Option<Flag>,
     retention: Option<DurationValue>,
 }
 
@@ -162,7 +162,7 @@ pub(crate) struct RawSpool {
 #[serde(deny_unknown_fields, expecting = "a `log` mapping")]
 pub(crate) struct RawLog {
     level: Option<LogLevel>,
-    syslog: Option<bool>,
+    syslog: Option<Flag>,
     facility: Option<Facility>,
 }
 
@@ -173,8 +173,9 @@ pub(crate) struct RawRetry {
     initial: Option<DurationValue>,
     max_interval: Option<DurationValue>,
     max_age: Option<DurationValue>,
-    max_attempts: Option<u32>,
-    give_up_on: Option<Vec<u16>>,
+    max_attempts: Option<Whole<u32, 1>>,
+    /// Failure statuses only.
+    give_up_on: Option<Vec<Whole<u16, 300, 599>>>,
 }
 
 /// Builds the listeners; `listen` left out means the one default address.
@@ -227,7 +228,7 @@ pub(crate) fn spool(ck: &mut Checker<'_>, raw: Option<RawSpool>, default_dir: &s
             "spool dir",
             &raw.dir.unwrap_or_else(|| PathBuf::from(default_dir)),
         ),
-        fsync: raw.fsync.unwrap_or(true),
+        fsync: raw.fsync.and_then(|f| f.0).unwrap_or(true),
         retention: duration(raw.retention).unwrap_or(Duration::from_secs(7 * 24 * 3600)),
     }
 }
@@ -237,7 +238,7 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
     let Some(raw) = raw else { return default };
     Log {
         level: raw.level.unwrap_or(default.level),
-        syslog: raw.syslog.unwrap_or(default.syslog),
+        syslog: raw.syslog.and_then(|f| f.0).unwrap_or(default.syslog),
         facility: raw.facility.unwrap_or(default.facility),
     }
 }
@@ -276,11 +277,11 @@ fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
         initial: duration(raw.initial).unwrap_or(base.initial),
         max_interval: duration(raw.max_interval).unwrap_or(base.max_interval),
         max_age: duration(raw.max_age).unwrap_or(base.max_age),
-        max_attempts: raw.max_attempts.or(base.max_attempts),
-        give_up_on: raw
-            .give_up_on
-            .clone()
-            .unwrap_or_else(|| base.give_up_on.clone()),
+        max_attempts: whole(raw.max_attempts).or(base.max_attempts),
+        give_up_on: raw.give_up_on.as_ref().map_or_else(
+            || base.give_up_on.clone(),
+            |statuses| statuses.iter().filter_map(|s| s.0).collect(),
+        ),
     }
 }
 
@@ -310,20 +311,6 @@ fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
                 format_duration(merged.max_interval)
             ),
         );
-    }
-    if raw.max_attempts == Some(0) {
-        ck.problem(
-            &at.key("max_attempts"),
-            "max_attempts must be at least 1 (leave it out for no limit)",
-        );
-    }
-    for (i, status) in raw.give_up_on.iter().flatten().enumerate() {
-        if !(300..=599).contains(status) {
-            ck.problem(
-                &at.key("give_up_on").index(i),
-                format_args!("give_up_on status {status} is not a failure status (300..=599)"),
-            );
-        }
     }
 }
 
