@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::check::Checker;
+use crate::error::Location;
 use crate::locate::Ptr;
 use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole};
 
@@ -23,6 +24,10 @@ pub struct Listener {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Where `cert` and `key` are written in the file, so that a certificate or key that does not
+    /// load (checked by the daemon, which reads TLS) is reported there.
+    pub cert_at: Option<Location>,
+    pub key_at: Option<Location>,
 }
 
 /// The admin listener (`/metrics`, `/healthz`, `/readyz`); default `127.0.0.1:9101` for whimp and
@@ -201,6 +206,8 @@ pub(crate) fn listeners(
             let tls = listener.tls.map(|tls| Tls {
                 cert: ck.readable_file(&tls_at.key("cert"), "tls cert", &tls.cert),
                 key: ck.readable_file(&tls_at.key("key"), "tls key", &tls.key),
+                cert_at: ck.location(&tls_at.key("cert")),
+                key_at: ck.location(&tls_at.key("key")),
             });
             Some(Listener {
                 addr: listener.addr.0?,
