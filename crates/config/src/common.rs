@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::check::Checker;
 use crate::error::Location;
 use crate::locate::Ptr;
-use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole};
+use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole, Word};
 
 /// A socket the daemon accepts requests on, plain HTTP or TLS.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,9 +166,9 @@ pub(crate) struct RawSpool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a `log` mapping")]
 pub(crate) struct RawLog {
-    level: Option<LogLevel>,
+    level: Option<Word<LogLevel>>,
     syslog: Option<Flag>,
-    facility: Option<Facility>,
+    facility: Option<Word<Facility>>,
 }
 
 /// Both the global `retry` and a route's partial override: every field optional.
@@ -244,9 +244,9 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
     let default = Log::default();
     let Some(raw) = raw else { return default };
     Log {
-        level: raw.level.unwrap_or(default.level),
+        level: raw.level.and_then(|w| w.0).unwrap_or(default.level),
         syslog: raw.syslog.and_then(|f| f.0).unwrap_or(default.syslog),
-        facility: raw.facility.unwrap_or(default.facility),
+        facility: raw.facility.and_then(|w| w.0).unwrap_or(default.facility),
     }
 }
 

@@ -918,6 +918,7 @@ limits:
   max_body_bytes: ten
 spool: { fsync: maybe }
 retry: { max_attempts: -1 }
+log: { level: verbose, facility: local9 }
 routes:
   - path: /a/1
     allow_from: [10.0.0.0/33]
@@ -932,8 +933,10 @@ routes:
 {FILE}:3:19: invalid number \"ten\": expected a whole number of at least 1
 {FILE}:4:17: invalid boolean \"maybe\": expected true or false
 {FILE}:5:24: invalid number -1: expected a whole number from 1 to 4294967295
-{FILE}:8:18: invalid CIDR \"10.0.0.0/33\": expected an address range such as \"10.0.0.0/8\" or \"2001:db8::/32\"
-{FILE}:10:14: backend URL scheme \"ftp\" must be http or https, e.g. \"http://10.0.3.7:8000/hooks\""
+{FILE}:6:15: unknown variant `verbose`, expected one of `error`, `warn`, `info`, `debug`, `trace`
+{FILE}:6:34: unknown variant `local9`, expected one of `daemon`, `user`, `local0`, `local1`, `local2`, `local3`, `local4`, `local5`, `local6`, `local7`
+{FILE}:9:18: invalid CIDR \"10.0.0.0/33\": expected an address range such as \"10.0.0.0/8\" or \"2001:db8::/32\"
+{FILE}:11:14: backend URL scheme \"ftp\" must be http or https, e.g. \"http://10.0.3.7:8000/hooks\""
         ),
     );
 }

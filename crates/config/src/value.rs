@@ -1,6 +1,6 @@
 //! Leaf values whose `Deserialize` parses the text, so that serde_yaml_ng attaches the location of
-//! a bad duration, address, range, method, URL, number or boolean to its own error, and a secret
-//! wrapper that keeps tokens and keys out of `Debug` output.
+//! a bad duration, address, range, method, URL, number, boolean or word (a log level) to its own
+//! error, and a secret wrapper that keeps tokens and keys out of `Debug` output.
 //!
 //! A bad leaf must not stop the reading, or one typo would hide every later problem. While
 //! [`collecting`] runs, a bad leaf is recorded and reads as `None` (each leaf type holds an
@@ -15,8 +15,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::de::value::StrDeserializer;
 use serde::de::{
-    self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor,
+    self, Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess,
+    Unexpected, Visitor,
 };
 
 /// A secret (bearer token, signing key) whose `Debug` prints `***`, so that a config dumped into
@@ -93,6 +95,11 @@ pub(crate) struct UriValue(pub(crate) Option<http::Uri>);
 /// statuses. Written as a plain number, quoted or not; not `1.5`, `1e3` or `10MB`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Whole<T, const MIN: u64 = 0, const MAX: u64 = { u64::MAX }>(pub(crate) Option<T>);
+
+/// One of a fixed set of words, such as a log level: `T` is an enum whose derived `Deserialize`
+/// names the words, and says which ones when another is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Word<T>(pub(crate) Option<T>);
 
 /// `true` or `false`, nothing else (not `yes`, `on` or `1`).
 #[derive(Debug, Clone, Copy)]
@@ -432,6 +439,31 @@ impl<'de, T: WholeType, const MIN: u64, const MAX: u64> Deserialize<'de> for Who
         deserializer
             .deserialize_any(WholeVisitor::<T, MIN, MAX>(PhantomData))
             .map(Whole)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordVisitor<T>(PhantomData<T>);
+
+        impl<T: DeserializeOwned> Visitor<'_> for WordVisitor<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a word")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<T>, E> {
+                match T::deserialize(StrDeserializer::<de::value::Error>::new(text)) {
+                    Ok(value) => Ok(Some(value)),
+                    Err(err) => bad_leaf(err.to_string()),
+                }
+            }
+        }
+
+        deserializer
+            .deserialize_str(WordVisitor(PhantomData))
+            .map(Word)
     }
 }
 
