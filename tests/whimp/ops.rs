@@ -131,14 +131,18 @@ fn check_config_refuses_what_start_up_refuses() {
     assert_eq!(code, 64, "{out}{err}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "one line per listener: {err}");
+    // Each at the entry to fix: the key that does not match, the file that is not a certificate.
+    let file = config.display();
+    assert!(
+        lines[0].starts_with(&format!("{file}:2:54: listener 127.0.0.1:0: ")),
+        "{err}"
+    );
     assert!(lines[0].contains("key does not match certificate"), "{err}");
+    assert!(
+        lines[1].starts_with(&format!("{file}:3:39: listener 127.0.0.1:0: ")),
+        "{err}"
+    );
     assert!(lines[1].contains("junk.pem holds no certificate"), "{err}");
-    for line in lines {
-        assert!(
-            line.starts_with(&format!("{}: ", config.display())),
-            "{line}"
-        );
-    }
     // The daemon refuses the same file for the same reason.
     let (code, _, start_err) = run_cli(Path::new(BIN), &["--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{start_err}");

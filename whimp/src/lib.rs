@@ -47,13 +47,17 @@ impl Daemon for Whimp {
         config::load_whimp(path)
     }
 
-    fn check(config: &Self::Config) -> Result<String, String> {
+    fn check(config: &Self::Config) -> Result<String, Vec<config::Problem>> {
         // Routes and certificates are read the way the daemon reads them, every problem told.
-        let routes = Table::build(config, &Metrics::new()).map_err(|e| e.to_string());
-        let certs = server::tls::load_listeners(&config.listen);
-        let problems: Vec<String> = [routes.err(), certs.err()].into_iter().flatten().collect();
+        let mut problems = match Table::build(config, &Metrics::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => daemon::unplaced(&e.to_string()),
+        };
+        if let Err(certs) = server::tls::load_listeners(&config.listen) {
+            problems.extend(certs);
+        }
         if !problems.is_empty() {
-            return Err(problems.join("\n"));
+            return Err(problems);
         }
         Ok(format!("{} routes", config.routes.len()))
     }

@@ -263,14 +263,18 @@ impl Daemon for Whomp {
         config::load_whomp(path)
     }
 
-    fn check(config: &Self::Config) -> Result<String, String> {
+    fn check(config: &Self::Config) -> Result<String, Vec<config::Problem>> {
         // Rules, DNS, policy and certificates are checked the way the daemon builds them, every
         // problem told.
-        let live = Live::build(config).map_err(|e| e.to_string());
-        let certs = server::tls::load_listeners(&config.listen);
-        let problems: Vec<String> = [live.err(), certs.err()].into_iter().flatten().collect();
+        let mut problems = match Live::build(config) {
+            Ok(_) => Vec::new(),
+            Err(e) => daemon::unplaced(&e.to_string()),
+        };
+        if let Err(certs) = server::tls::load_listeners(&config.listen) {
+            problems.extend(certs);
+        }
         if !problems.is_empty() {
-            return Err(problems.join("\n"));
+            return Err(problems);
         }
         Ok(format!(
             "{} signing keys, {} tokens",

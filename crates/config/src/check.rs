@@ -159,21 +159,6 @@ impl Checker<'_> {
         }
         value
     }
-
-    /// A count or size that must be at least 1 (concurrency, limits).
-    pub(crate) fn at_least_one<N: Copy + PartialEq + From<u8>>(
-        &mut self,
-        at: &Ptr,
-        name: &str,
-        value: Option<N>,
-        default: N,
-    ) -> N {
-        let value = value.unwrap_or(default);
-        if value == N::from(0) {
-            self.problem(at, format_args!("{name} must be at least 1"));
-        }
-        value
-    }
 }
 
 /// The directory relative paths are resolved against, absolute so that it does not depend on the
@@ -218,24 +203,19 @@ fn syntax_problem(text: &str, err: &serde_yaml_ng::Error) -> Problem {
     }
     Problem {
         location,
-        message: plain_words(&message),
+        message: unquoted(&message),
     }
 }
 
-/// serde names numbers by their Rust types (`expected u64`); an operator reads what to write.
-fn plain_words(message: &str) -> String {
-    for (rust, plain) in [
-        ("u8", "a whole number from 0 to 255"),
-        ("u16", "a whole number from 0 to 65535"),
-        ("u32", "a whole number from 0 to 4294967295"),
-        ("u64", "a whole number"),
-        ("usize", "a whole number"),
-    ] {
-        if let Some(head) = message.strip_suffix(rust) {
-            if head.ends_with("expected ") {
-                return format!("{head}{plain}");
-            }
-        }
+/// serde quotes a string written where another type belongs (`invalid type: string "..."`); it
+/// may be a URL with a password or a token written in the wrong place, and config errors end up
+/// in logs, so the string is left out (the location says where it is).
+fn unquoted(message: &str) -> String {
+    let expected = message
+        .strip_prefix("invalid type: string \"")
+        .and_then(|rest| rest.rfind("\", expected ").map(|end| &rest[end + 1..]));
+    match expected {
+        Some(expected) => format!("invalid type: string{expected}"),
+        None => message.to_owned(),
     }
-    message.to_owned()
 }

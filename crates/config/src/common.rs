@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::check::Checker;
+use crate::error::Location;
 use crate::locate::Ptr;
-use crate::value::{format_duration, AddrValue, DurationValue};
+use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole, Word};
 
 /// A socket the daemon accepts requests on, plain HTTP or TLS.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,10 @@ pub struct Listener {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Where `cert` and `key` are written in the file, so that a certificate or key that does not
+    /// load (checked by the daemon, which reads TLS) is reported there.
+    pub cert_at: Option<Location>,
+    pub key_at: Option<Location>,
 }
 
 /// The admin listener (`/metrics`, `/healthz`, `/readyz`); default `127.0.0.1:9101` for whimp and
@@ -154,16 +159,16 @@ pub(crate) struct RawAdmin {
 #[serde(deny_unknown_fields, expecting = "a `spool` mapping")]
 pub(crate) struct RawSpool {
     dir: Option<PathBuf>,
-    fsync: Option<bool>,
+    fsync: Option<Flag>,
     retention: Option<DurationValue>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a `log` mapping")]
 pub(crate) struct RawLog {
-    level: Option<LogLevel>,
-    syslog: Option<bool>,
-    facility: Option<Facility>,
+    level: Option<Word<LogLevel>>,
+    syslog: Option<Flag>,
+    facility: Option<Word<Facility>>,
 }
 
 /// Both the global `retry` and a route's partial override: every field optional.
@@ -173,8 +178,9 @@ pub(crate) struct RawRetry {
     initial: Option<DurationValue>,
     max_interval: Option<DurationValue>,
     max_age: Option<DurationValue>,
-    max_attempts: Option<u32>,
-    give_up_on: Option<Vec<u16>>,
+    max_attempts: Option<Whole<u32, 1>>,
+    /// Failure statuses only.
+    give_up_on: Option<Vec<Whole<u16, 300, 599>>>,
 }
 
 /// Builds the listeners; `listen` left out means the one default address.
@@ -200,6 +206,8 @@ pub(crate) fn listeners(
             let tls = listener.tls.map(|tls| Tls {
                 cert: ck.readable_file(&tls_at.key("cert"), "tls cert", &tls.cert),
                 key: ck.readable_file(&tls_at.key("key"), "tls key", &tls.key),
+                cert_at: ck.location(&tls_at.key("cert")),
+                key_at: ck.location(&tls_at.key("key")),
             });
             Some(Listener {
                 addr: listener.addr.0?,
@@ -227,7 +235,7 @@ pub(crate) fn spool(ck: &mut Checker<'_>, raw: Option<RawSpool>, default_dir: &s
             "spool dir",
             &raw.dir.unwrap_or_else(|| PathBuf::from(default_dir)),
         ),
-        fsync: raw.fsync.unwrap_or(true),
+        fsync: raw.fsync.and_then(|f| f.0).unwrap_or(true),
         retention: duration(raw.retention).unwrap_or(Duration::from_secs(7 * 24 * 3600)),
     }
 }
@@ -236,9 +244,9 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
     let default = Log::default();
     let Some(raw) = raw else { return default };
     Log {
-        level: raw.level.unwrap_or(default.level),
-        syslog: raw.syslog.unwrap_or(default.syslog),
-        facility: raw.facility.unwrap_or(default.facility),
+        level: raw.level.and_then(|w| w.0).unwrap_or(default.level),
+        syslog: raw.syslog.and_then(|f| f.0).unwrap_or(default.syslog),
+        facility: raw.facility.and_then(|w| w.0).unwrap_or(default.facility),
     }
 }
 
@@ -276,11 +284,11 @@ fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
         initial: duration(raw.initial).unwrap_or(base.initial),
         max_interval: duration(raw.max_interval).unwrap_or(base.max_interval),
         max_age: duration(raw.max_age).unwrap_or(base.max_age),
-        max_attempts: raw.max_attempts.or(base.max_attempts),
-        give_up_on: raw
-            .give_up_on
-            .clone()
-            .unwrap_or_else(|| base.give_up_on.clone()),
+        max_attempts: whole(raw.max_attempts).or(base.max_attempts),
+        give_up_on: raw.give_up_on.as_ref().map_or_else(
+            || base.give_up_on.clone(),
+            |statuses| statuses.iter().filter_map(|s| s.0).collect(),
+        ),
     }
 }
 
@@ -310,20 +318,6 @@ fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
                 format_duration(merged.max_interval)
             ),
         );
-    }
-    if raw.max_attempts == Some(0) {
-        ck.problem(
-            &at.key("max_attempts"),
-            "max_attempts must be at least 1 (leave it out for no limit)",
-        );
-    }
-    for (i, status) in raw.give_up_on.iter().flatten().enumerate() {
-        if !(300..=599).contains(status) {
-            ck.problem(
-                &at.key("give_up_on").index(i),
-                format_args!("give_up_on status {status} is not a failure status (300..=599)"),
-            );
-        }
     }
 }
 

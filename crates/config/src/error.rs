@@ -37,7 +37,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(path: &Path, mut problems: Vec<Problem>) -> Self {
+    /// The problems of the file at `path`, put in file order (those without a place last) with
+    /// control characters escaped; also for problems found beyond this crate, such as a
+    /// certificate that does not load.
+    pub fn new(path: &Path, mut problems: Vec<Problem>) -> Self {
         problems.sort_by_key(|problem| (problem.location.is_none(), problem.location));
         for problem in &mut problems {
             problem.message = escape_controls(&problem.message);

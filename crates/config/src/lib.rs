@@ -3,10 +3,11 @@
 //! `file:line:column: what is wrong`, every problem at once.
 //!
 //! Loading is two steps. Serde parses the text into raw structs that refuse unknown keys and whose
-//! leaf values (durations, addresses, ranges, methods, URLs) parse themselves, so a bad value is
-//! reported where it is written. Then the raw structs are validated into the typed [`whimp::Config`]
-//! or [`whomp::Config`], with defaults filled in and relative paths resolved against the config
-//! file's directory.
+//! leaf values (durations, addresses, ranges, methods, URLs, numbers, booleans, log levels) parse
+//! themselves, so a bad value is reported where it is written. Then the raw structs are validated
+//! into the typed [`whimp::Config`] or [`whomp::Config`], with defaults filled in and relative
+//! paths resolved against the config file's directory. An unknown key or a YAML syntax error ends
+//! the reading where it is, after the bad values found before it.
 
 mod check;
 mod common;

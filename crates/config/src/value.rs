@@ -1,6 +1,6 @@
 //! Leaf values whose `Deserialize` parses the text, so that serde_yaml_ng attaches the location of
-//! a bad duration, address, range, method or URL to its own error, and a secret wrapper that keeps
-//! tokens and keys out of `Debug` output.
+//! a bad duration, address, range, method, URL, number, boolean or word (a log level) to its own
+//! error, and a secret wrapper that keeps tokens and keys out of `Debug` output.
 //!
 //! A bad leaf must not stop the reading, or one typo would hide every later problem. While
 //! [`collecting`] runs, a bad leaf is recorded and reads as `None` (each leaf type holds an
@@ -15,8 +15,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::de::value::StrDeserializer;
 use serde::de::{
-    self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor,
+    self, Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess,
+    Unexpected, Visitor,
 };
 
 /// A secret (bearer token, signing key) whose `Debug` prints `***`, so that a config dumped into
@@ -84,10 +86,24 @@ pub(crate) struct IpValue(pub(crate) Option<IpAddr>);
 #[derive(Debug, Clone)]
 pub(crate) struct MethodValue(pub(crate) Option<http::Method>);
 
-/// A URL that at least parses as a URI, and its text; whether it is absolute http(s) is checked
-/// later, so that several such problems can be reported together.
+/// A URL that at least parses as a URI; whether it is absolute http(s) is checked later, so that
+/// several such problems can be reported together.
 #[derive(Debug, Clone)]
-pub(crate) struct UriValue(pub(crate) Option<(http::Uri, String)>);
+pub(crate) struct UriValue(pub(crate) Option<http::Uri>);
+
+/// A whole number from `MIN` to `MAX` (or to the most `T` holds, if less): counts, sizes, ports,
+/// statuses. Written as a plain number, quoted or not; not `1.5`, `1e3` or `10MB`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Whole<T, const MIN: u64 = 0, const MAX: u64 = { u64::MAX }>(pub(crate) Option<T>);
+
+/// One of a fixed set of words, such as a log level: `T` is an enum whose derived `Deserialize`
+/// names the words, and says which ones when another is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Word<T>(pub(crate) Option<T>);
+
+/// `true` or `false`, nothing else (not `yes`, `on` or `1`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flag(pub(crate) Option<bool>);
 
 /// The bad leaves of one reading of a file.
 struct Leaves {
@@ -256,10 +272,10 @@ fn parse_method(text: &str) -> Result<http::Method, String> {
         .map_err(|_| format!("invalid method {text:?}: expected a method name such as \"POST\""))
 }
 
-fn parse_uri(text: &str) -> Result<(http::Uri, String), String> {
-    http::Uri::from_str(text)
-        .map(|uri| (uri, text.to_owned()))
-        .map_err(|err| format!("invalid URL {text:?}: {err}"))
+/// Parses a URL; the error never quotes it, as it may hold a password, a token in its path or a
+/// key in its query, and config errors end up in logs.
+fn parse_uri(text: &str) -> Result<http::Uri, String> {
+    http::Uri::from_str(text).map_err(|err| format!("invalid URL: {err}"))
 }
 
 /// A visitor for a scalar that a function turns into a value or an operator-facing message.
@@ -323,6 +339,188 @@ parsed_leaf!(
     "a URL such as \"http://10.0.3.7:8000/hooks\"",
     parse_uri
 );
+
+/// The integer types a [`Whole`] is read into, and the most each holds.
+pub(crate) trait WholeType: TryFrom<u64> {
+    const MAX: u64;
+}
+
+macro_rules! whole_type {
+    ($($t:ty),*) => {
+        $(impl WholeType for $t {
+            const MAX: u64 = <$t>::MAX as u64;
+        })*
+    };
+}
+
+whole_type!(u16, u32, u64, usize);
+
+/// A number written in the file and valid; a bad one was reported and counts as left out.
+pub(crate) fn whole<T, const MIN: u64, const MAX: u64>(
+    value: Option<Whole<T, MIN, MAX>>,
+) -> Option<T> {
+    value.and_then(|n| n.0)
+}
+
+impl<T: WholeType, const MIN: u64, const MAX: u64> Whole<T, MIN, MAX> {
+    /// The largest value accepted.
+    const HIGHEST: u64 = if MAX < T::MAX { MAX } else { T::MAX };
+
+    /// What the file should hold, in words.
+    fn expected() -> String {
+        match (MIN, Self::HIGHEST) {
+            (0, u64::MAX) => "a whole number".to_owned(),
+            (min, u64::MAX) => format!("a whole number of at least {min}"),
+            (min, max) => format!("a whole number from {min} to {max}"),
+        }
+    }
+
+    fn bad<E: de::Error>(written: impl fmt::Display) -> Result<Option<T>, E> {
+        bad_leaf(format!(
+            "invalid number {written}: expected {}",
+            Self::expected()
+        ))
+    }
+}
+
+impl<'de, T: WholeType, const MIN: u64, const MAX: u64> Deserialize<'de> for Whole<T, MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WholeVisitor<T, const MIN: u64, const MAX: u64>(PhantomData<T>);
+
+        impl<T: WholeType, const MIN: u64, const MAX: u64> Visitor<'_> for WholeVisitor<T, MIN, MAX> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&Whole::<T, MIN, MAX>::expected())
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Option<T>, E> {
+                match T::try_from(n) {
+                    Ok(value) if (MIN..=Whole::<T, MIN, MAX>::HIGHEST).contains(&n) => {
+                        Ok(Some(value))
+                    }
+                    _ => Whole::<T, MIN, MAX>::bad(n),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Option<T>, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Whole::<T, MIN, MAX>::bad(n),
+                }
+            }
+
+            fn visit_u128<E: de::Error>(self, n: u128) -> Result<Option<T>, E> {
+                Whole::<T, MIN, MAX>::bad(n)
+            }
+
+            fn visit_i128<E: de::Error>(self, n: i128) -> Result<Option<T>, E> {
+                Whole::<T, MIN, MAX>::bad(n)
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Option<T>, E> {
+                // Debug keeps the fraction of `1.0`, so the message shows what was written.
+                Whole::<T, MIN, MAX>::bad(format_args!("{n:?}"))
+            }
+
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Option<T>, E> {
+                Whole::<T, MIN, MAX>::bad(b)
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<T>, E> {
+                // A number in quotes is still that number.
+                match text.parse::<u64>() {
+                    Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(n),
+                    _ => Whole::<T, MIN, MAX>::bad(format_args!("{text:?}")),
+                }
+            }
+        }
+
+        deserializer
+            .deserialize_any(WholeVisitor::<T, MIN, MAX>(PhantomData))
+            .map(Whole)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordVisitor<T>(PhantomData<T>);
+
+        impl<T: DeserializeOwned> Visitor<'_> for WordVisitor<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a word")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<T>, E> {
+                match T::deserialize(StrDeserializer::<de::value::Error>::new(text)) {
+                    Ok(value) => Ok(Some(value)),
+                    Err(err) => bad_leaf(err.to_string()),
+                }
+            }
+        }
+
+        deserializer
+            .deserialize_str(WordVisitor(PhantomData))
+            .map(Word)
+    }
+}
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FlagVisitor;
+
+        impl FlagVisitor {
+            fn bad<E: de::Error>(written: impl fmt::Display) -> Result<Option<bool>, E> {
+                bad_leaf(format!("invalid boolean {written}: expected true or false"))
+            }
+        }
+
+        impl Visitor<'_> for FlagVisitor {
+            type Value = Option<bool>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Option<bool>, E> {
+                Ok(Some(b))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Option<bool>, E> {
+                Self::bad(n)
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Option<bool>, E> {
+                Self::bad(n)
+            }
+
+            fn visit_u128<E: de::Error>(self, n: u128) -> Result<Option<bool>, E> {
+                Self::bad(n)
+            }
+
+            fn visit_i128<E: de::Error>(self, n: i128) -> Result<Option<bool>, E> {
+                Self::bad(n)
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Option<bool>, E> {
+                Self::bad(format_args!("{n:?}"))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<bool>, E> {
+                // `"true"` in quotes is still true.
+                match text {
+                    "true" => Ok(Some(true)),
+                    "false" => Ok(Some(false)),
+                    _ => Self::bad(format_args!("{text:?}")),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(FlagVisitor).map(Flag)
+    }
+}
 
 /// Refuses every scalar without quoting it, for values that may be secrets (serde's own message
 /// would include the value).

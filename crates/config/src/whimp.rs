@@ -14,7 +14,7 @@ use crate::check::{self, Checker};
 use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
 use crate::error::ConfigError;
 use crate::locate::Ptr;
-use crate::value::{CidrValue, DurationValue, MethodValue, UriValue};
+use crate::value::{whole, CidrValue, DurationValue, MethodValue, UriValue, Whole};
 use crate::{Admin, Listener, Log, Retry, Spool};
 
 /// The whole whimp configuration, validated.
@@ -161,18 +161,18 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a `limits` mapping")]
 struct RawLimits {
-    max_body_bytes: Option<u64>,
+    max_body_bytes: Option<Whole<u64, 1>>,
     header_timeout: Option<DurationValue>,
     body_timeout: Option<DurationValue>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
+    max_connections: Option<Whole<usize, 1>>,
+    max_connections_per_ip: Option<Whole<usize, 1>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a `delivery` mapping")]
 struct RawDelivery {
-    concurrency: Option<usize>,
-    max_in_flight_per_backend: Option<usize>,
+    concurrency: Option<Whole<usize, 1>>,
+    max_in_flight_per_backend: Option<Whole<usize, 1>>,
     ca_file: Option<PathBuf>,
 }
 
@@ -194,7 +194,8 @@ struct RawRoute {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a `response` mapping")]
 struct RawResponse {
-    status: Option<u16>,
+    /// A final status.
+    status: Option<Whole<u16, 200, 599>>,
     body: Option<String>,
     content_type: Option<String>,
 }
@@ -230,12 +231,7 @@ fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
     let at = Ptr::root().key("limits");
     let default = Limits::default();
     Limits {
-        max_body_bytes: ck.at_least_one(
-            &at.key("max_body_bytes"),
-            "max_body_bytes",
-            raw.max_body_bytes,
-            default.max_body_bytes,
-        ),
+        max_body_bytes: whole(raw.max_body_bytes).unwrap_or(default.max_body_bytes),
         header_timeout: ck.nonzero_duration(
             &at.key("header_timeout"),
             "header_timeout",
@@ -248,18 +244,9 @@ fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
             raw.body_timeout,
             default.body_timeout,
         ),
-        max_connections: ck.at_least_one(
-            &at.key("max_connections"),
-            "max_connections",
-            raw.max_connections,
-            default.max_connections,
-        ),
-        max_connections_per_ip: ck.at_least_one(
-            &at.key("max_connections_per_ip"),
-            "max_connections_per_ip",
-            raw.max_connections_per_ip,
-            default.max_connections_per_ip,
-        ),
+        max_connections: whole(raw.max_connections).unwrap_or(default.max_connections),
+        max_connections_per_ip: whole(raw.max_connections_per_ip)
+            .unwrap_or(default.max_connections_per_ip),
     }
 }
 
@@ -267,18 +254,9 @@ fn delivery(ck: &mut Checker<'_>, raw: RawDelivery) -> Delivery {
     let at = Ptr::root().key("delivery");
     let default = Delivery::default();
     Delivery {
-        concurrency: ck.at_least_one(
-            &at.key("concurrency"),
-            "concurrency",
-            raw.concurrency,
-            default.concurrency,
-        ),
-        max_in_flight_per_backend: ck.at_least_one(
-            &at.key("max_in_flight_per_backend"),
-            "max_in_flight_per_backend",
-            raw.max_in_flight_per_backend,
-            default.max_in_flight_per_backend,
-        ),
+        concurrency: whole(raw.concurrency).unwrap_or(default.concurrency),
+        max_in_flight_per_backend: whole(raw.max_in_flight_per_backend)
+            .unwrap_or(default.max_in_flight_per_backend),
         ca_file: raw
             .ca_file
             .map(|file| ck.readable_file(&at.key("ca_file"), "ca_file", &file)),
@@ -392,13 +370,7 @@ fn check_route_path(ck: &mut Checker<'_>, at: &Ptr, path: &str) {
 
 fn response(ck: &mut Checker<'_>, at: &Ptr, raw: RawResponse) -> RouteResponse {
     let default = RouteResponse::default();
-    let status = raw.status.unwrap_or(default.status);
-    if !(200..=599).contains(&status) {
-        ck.problem(
-            &at.key("status"),
-            format_args!("status {status} is not a final HTTP status (200..=599)"),
-        );
-    }
+    let status = whole(raw.status).unwrap_or(default.status);
     if let Some(content_type) = &raw.content_type {
         if http::HeaderValue::from_str(content_type).is_err() {
             ck.problem(
@@ -422,22 +394,27 @@ fn backend(ck: &mut Checker<'_>, at: &Ptr, raw: RawBackend) -> Option<Backend> {
         raw.timeout,
         Duration::from_secs(10),
     );
-    let (url, text) = raw.url.0?;
-    let http_s = matches!(url.scheme_str(), Some("http" | "https"));
+    let url = raw.url.0?;
+    // Never quoted: a URL may hold a password, a token in its path or a key in its query, and
+    // config errors end up in logs.
     if url.authority().is_some_and(|a| a.as_str().contains('@')) {
-        // Never quoted: the URL holds a password, and config errors end up in logs.
         ck.problem(
             &at.key("url"),
             "backend URL must not carry credentials (user:password@): URLs are shown in \
              logs and records; let the backend trust whimp by its address instead",
         );
-    } else if !http_s || url.host().is_none_or(str::is_empty) {
+    } else if let Some(scheme) = url.scheme_str().filter(|s| !matches!(*s, "http" | "https")) {
         ck.problem(
             &at.key("url"),
             format_args!(
-                "backend URL {text:?} must be absolute http or https, e.g. \
+                "backend URL scheme {scheme:?} must be http or https, e.g. \
                  \"http://10.0.3.7:8000/hooks\""
             ),
+        );
+    } else if url.host().is_none_or(str::is_empty) {
+        ck.problem(
+            &at.key("url"),
+            "backend URL must be absolute http or https, e.g. \"http://10.0.3.7:8000/hooks\"",
         );
     }
     Some(Backend { url, timeout })

@@ -17,7 +17,8 @@ use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
 use crate::error::ConfigError;
 use crate::locate::Ptr;
 use crate::value::{
-    CidrValue, DnsServerValue, DurationValue, IpValue, MethodValue, TokenList, UniqueMap,
+    whole, CidrValue, DnsServerValue, DurationValue, Flag, IpValue, MethodValue, TokenList,
+    UniqueMap, Whole,
 };
 use crate::{Admin, Listener, Log, Retry, Secret, Spool};
 
@@ -193,8 +194,8 @@ struct RawAuth {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a `limits` mapping")]
 struct RawLimits {
-    max_body_bytes: Option<u64>,
-    max_in_flight_per_host: Option<usize>,
+    max_body_bytes: Option<Whole<u64, 1>>,
+    max_in_flight_per_host: Option<Whole<usize, 1>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,21 +204,21 @@ struct RawDelivery {
     connect_timeout: Option<DurationValue>,
     timeout: Option<DurationValue>,
     user_agent: Option<String>,
-    concurrency: Option<usize>,
+    concurrency: Option<Whole<usize, 1>>,
     ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a `preflight` mapping")]
 struct RawPreflight {
-    allow_http: Option<bool>,
+    allow_http: Option<Flag>,
     methods: Option<Vec<MethodValue>>,
-    ports: Option<Vec<u16>>,
+    ports: Option<Vec<Whole<u16, 1>>>,
     reject_hosts: Option<Vec<String>>,
     reject_cidrs: Option<Vec<CidrValue>>,
     allow_cidrs: Option<Vec<CidrValue>>,
     nat64_prefixes: Option<Vec<CidrValue>>,
-    max_url_bytes: Option<usize>,
+    max_url_bytes: Option<Whole<usize, 1>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,7 +246,7 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         admin,
         spool: common::spool(ck, raw.spool, "/var/spool/whomp"),
         log: common::log(raw.log),
-        limits: limits(ck, raw.limits.unwrap_or_default()),
+        limits: limits(raw.limits.unwrap_or_default()),
         retry: common::retry(ck, raw.retry),
         delivery: delivery(ck, raw.delivery.unwrap_or_default()),
         preflight: preflight(ck, raw.preflight.unwrap_or_default()),
@@ -272,22 +273,12 @@ fn auth(ck: &mut Checker<'_>, raw: RawAuth) -> Auth {
     }
 }
 
-fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
-    let at = Ptr::root().key("limits");
+fn limits(raw: RawLimits) -> Limits {
     let default = Limits::default();
     Limits {
-        max_body_bytes: ck.at_least_one(
-            &at.key("max_body_bytes"),
-            "max_body_bytes",
-            raw.max_body_bytes,
-            default.max_body_bytes,
-        ),
-        max_in_flight_per_host: ck.at_least_one(
-            &at.key("max_in_flight_per_host"),
-            "max_in_flight_per_host",
-            raw.max_in_flight_per_host,
-            default.max_in_flight_per_host,
-        ),
+        max_body_bytes: whole(raw.max_body_bytes).unwrap_or(default.max_body_bytes),
+        max_in_flight_per_host: whole(raw.max_in_flight_per_host)
+            .unwrap_or(default.max_in_flight_per_host),
     }
 }
 
@@ -310,12 +301,7 @@ fn delivery(ck: &mut Checker<'_>, raw: RawDelivery) -> Delivery {
         ),
         timeout: ck.nonzero_duration(&at.key("timeout"), "timeout", raw.timeout, default.timeout),
         user_agent,
-        concurrency: ck.at_least_one(
-            &at.key("concurrency"),
-            "concurrency",
-            raw.concurrency,
-            default.concurrency,
-        ),
+        concurrency: whole(raw.concurrency).unwrap_or(default.concurrency),
         ca_file: raw
             .ca_file
             .map(|file| ck.readable_file(&at.key("ca_file"), "ca_file", &file)),
@@ -340,21 +326,18 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
         }
         None => default.methods,
     };
-    let ports = raw.ports.unwrap_or(default.ports);
-    if ports.is_empty() {
-        ck.problem(
-            &at.key("ports"),
-            "ports is empty, so every message would be refused",
-        );
-    }
-    for (i, port) in ports.iter().enumerate() {
-        if *port == 0 {
-            ck.problem(
-                &at.key("ports").index(i),
-                "port 0 cannot be a destination port",
-            );
+    let ports: Vec<u16> = match raw.ports {
+        Some(ports) => {
+            if ports.is_empty() {
+                ck.problem(
+                    &at.key("ports"),
+                    "ports is empty, so every message would be refused",
+                );
+            }
+            ports.into_iter().filter_map(|p| p.0).collect()
         }
-    }
+        None => default.ports,
+    };
     let reject_hosts = raw
         .reject_hosts
         .unwrap_or_else(|| Preflight::default().reject_hosts)
@@ -397,19 +380,17 @@ fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
         }
     }
     Preflight {
-        allow_http: raw.allow_http.unwrap_or(default.allow_http),
+        allow_http: raw
+            .allow_http
+            .and_then(|f| f.0)
+            .unwrap_or(default.allow_http),
         methods,
         ports,
         reject_hosts,
         reject_cidrs: nets(raw.reject_cidrs),
         allow_cidrs: nets(raw.allow_cidrs),
         nat64_prefixes,
-        max_url_bytes: ck.at_least_one(
-            &at.key("max_url_bytes"),
-            "max_url_bytes",
-            raw.max_url_bytes,
-            default.max_url_bytes,
-        ),
+        max_url_bytes: whole(raw.max_url_bytes).unwrap_or(default.max_url_bytes),
     }
 }
 

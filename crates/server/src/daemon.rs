@@ -64,8 +64,9 @@ pub trait Daemon {
     type Config: Send + 'static;
 
     fn load(path: &Path) -> Result<Self::Config, config::ConfigError>;
-    /// Checks beyond parsing, as the daemon would build its parts; a summary line if fine.
-    fn check(config: &Self::Config) -> Result<String, String>;
+    /// Checks beyond parsing, as the daemon would build its parts; a summary line if fine, else
+    /// every problem, at its place in the file where it has one.
+    fn check(config: &Self::Config) -> Result<String, Vec<config::Problem>>;
     fn spool(config: &Self::Config) -> &config::Spool;
     fn admin(config: &Self::Config) -> SocketAddr;
     fn log(config: &Self::Config) -> &config::Log;
@@ -122,9 +123,7 @@ pub fn main<D: Daemon>() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(problems) => {
-                for problem in problems.lines() {
-                    eprintln!("{}: {problem}", path.display());
-                }
+                eprintln!("{}", config::ConfigError::new(&path, problems));
                 ExitCode::from(exit::USAGE)
             }
         },
@@ -188,9 +187,23 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Problems a daemon finds in a config without a place in the file (such as a rule it refuses), one
+/// per line of `text`, for `check-config` to print beside the located ones.
+pub fn unplaced(text: &str) -> Vec<config::Problem> {
+    text.lines()
+        .map(|line| config::Problem {
+            location: None,
+            message: line.to_owned(),
+        })
+        .collect()
+}
+
 /// Binds every listener of a config, reading its certificates as `check-config` does.
 pub async fn bind_endpoints(listeners: &[config::Listener]) -> Result<Vec<Endpoint>, StartError> {
-    let certs = crate::tls::load_listeners(listeners).map_err(StartError::Config)?;
+    let certs = crate::tls::load_listeners(listeners).map_err(|problems| {
+        let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        StartError::Config(messages.join("\n"))
+    })?;
     let mut endpoints = Vec::with_capacity(listeners.len());
     for (listener, tls) in listeners.iter().zip(certs) {
         endpoints.push(Endpoint {

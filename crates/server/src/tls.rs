@@ -31,6 +31,9 @@ pub struct CertError {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub reason: String,
+    /// Whether the key is what to fix (unreadable, unusable, not the certificate's) rather than
+    /// the certificate file.
+    pub in_key: bool,
 }
 
 impl Certs {
@@ -84,8 +87,11 @@ impl ResolvesServerCert for Certs {
 }
 
 /// Reads the certificates of every TLS listener in `listeners` (`None` for plain ones), as
-/// start-up and `check-config` both do; the error has one line per listener that failed.
-pub fn load_listeners(listeners: &[config::Listener]) -> Result<Vec<Option<Arc<Certs>>>, String> {
+/// start-up and `check-config` both do; the error has one problem per listener that failed, at
+/// its `cert` or `key` entry in the config file.
+pub fn load_listeners(
+    listeners: &[config::Listener],
+) -> Result<Vec<Option<Arc<Certs>>>, Vec<config::Problem>> {
     let mut loaded = Vec::with_capacity(listeners.len());
     let mut problems = Vec::new();
     for listener in listeners {
@@ -93,14 +99,17 @@ pub fn load_listeners(listeners: &[config::Listener]) -> Result<Vec<Option<Arc<C
             None => loaded.push(None),
             Some(tls) => match Certs::load(&tls.cert, &tls.key) {
                 Ok(certs) => loaded.push(Some(certs)),
-                Err(e) => problems.push(format!("listener {}: {e}", listener.addr)),
+                Err(e) => problems.push(config::Problem {
+                    location: if e.in_key { tls.key_at } else { tls.cert_at },
+                    message: format!("listener {}: {e}", listener.addr),
+                }),
             },
         }
     }
     if problems.is_empty() {
         Ok(loaded)
     } else {
-        Err(problems.join("\n"))
+        Err(problems)
     }
 }
 
@@ -136,29 +145,33 @@ impl Staged {
 }
 
 fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
-    let fail = |reason: String| CertError {
+    let fail = |in_key: bool, reason: String| CertError {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
         reason,
+        in_key,
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| fail(format!("reading {}: {e}", cert.display())))?
+        .map_err(|e| fail(false, format!("reading {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
-        .map_err(|e| fail(format!("parsing {}: {e}", cert.display())))?;
+        .map_err(|e| fail(false, format!("parsing {}: {e}", cert.display())))?;
     if chain.is_empty() {
-        return Err(fail(format!("{} holds no certificate", cert.display())));
+        return Err(fail(
+            false,
+            format!("{} holds no certificate", cert.display()),
+        ));
     }
     let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| fail(format!("reading {}: {e}", key.display())))?;
+        .map_err(|e| fail(true, format!("reading {}: {e}", key.display())))?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| fail(format!("unusable key: {e}")))?;
+        .map_err(|e| fail(true, format!("unusable key: {e}")))?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
-        .map_err(|e| fail(format!("key does not match certificate: {e}")))?;
+        .map_err(|e| fail(true, format!("key does not match certificate: {e}")))?;
     Ok(certified)
 }
 
