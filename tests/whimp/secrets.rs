@@ -29,7 +29,10 @@ fn url_secrets_stay_out_of_logs_metrics_records_and_listings() {
             ""
         )
     ));
-    assert_eq!(whimp.post("/pay/ROUTESECRET?sig=SIGSECRET", "", b"x").0, 200);
+    assert_eq!(
+        whimp.post("/pay/ROUTESECRET?sig=SIGSECRET", "", b"x").0,
+        200
+    );
     wait_for("delivered on the second attempt", || {
         whimp.files("done").len() == 1
     });
@@ -91,7 +94,12 @@ fn a_backend_url_with_credentials_is_refused_without_showing_them() {
         dir.path(),
         &format!(
             "routes:\n{}",
-            route("pay", "/pay/K", &["http://hook:PWSECRET@127.0.0.1:9/in".into()], "")
+            route(
+                "pay",
+                "/pay/K",
+                &["http://hook:PWSECRET@127.0.0.1:9/in".into()],
+                ""
+            )
         ),
     );
     let config = config.to_str().unwrap();

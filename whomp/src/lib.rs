@@ -40,14 +40,6 @@ use crate::submit::Submissions;
 /// How long in-flight submissions and attempts may finish after SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// Connections the submission listeners hold open at once, over all of them (internal callers;
-/// the config has no knobs).
-const MAX_CONNECTIONS: usize = 4096;
-/// Of those, from one caller's address, so that one misbehaving service cannot take them all.
-const MAX_CONNECTIONS_PER_IP: usize = 1024;
-/// Longest time a connection may spend without a request in progress.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub use server::daemon::StartError;
 
 /// What the control loop of [`run`] reacts to.
@@ -116,11 +108,11 @@ pub async fn run(
     });
     let limits = ConnLimits {
         budget: Budget::new(
-            MAX_CONNECTIONS,
-            MAX_CONNECTIONS_PER_IP,
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
             Some(metrics.connections_dropped.clone()),
         ),
-        header_timeout: HEADER_TIMEOUT,
+        header_timeout: config.limits.header_timeout,
         grace: GRACE,
     };
     for endpoint in listeners.submit {
@@ -145,7 +137,7 @@ pub async fn run(
     tasks.spawn(daemon::serve_admin(
         admin,
         listeners.admin,
-        HEADER_TIMEOUT,
+        config.limits.header_timeout,
         GRACE,
         stop_rx.clone(),
     ));

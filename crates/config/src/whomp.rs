@@ -53,6 +53,13 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Attempts in flight at once to one destination host; default 8.
     pub max_in_flight_per_host: usize,
+    /// Longest time a submit connection may go without a request in progress (TLS handshake,
+    /// request head, keep-alive, HTTP/2 without a stream); default 10s.
+    pub header_timeout: Duration,
+    /// Connections open at once over all submit listeners; default 4096.
+    pub max_connections: usize,
+    /// Of those, from one source (an IPv4 address or an IPv6 /64); default 1024.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +67,9 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 10 * 1024 * 1024,
             max_in_flight_per_host: 8,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -196,6 +206,9 @@ struct RawAuth {
 struct RawLimits {
     max_body_bytes: Option<Whole<u64, 1>>,
     max_in_flight_per_host: Option<Whole<usize, 1>>,
+    header_timeout: Option<DurationValue>,
+    max_connections: Option<Whole<usize, 1>>,
+    max_connections_per_ip: Option<Whole<usize, 1>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -246,7 +259,7 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         admin,
         spool: common::spool(ck, raw.spool, "/var/spool/whomp"),
         log: common::log(raw.log),
-        limits: limits(raw.limits.unwrap_or_default()),
+        limits: limits(ck, raw.limits.unwrap_or_default()),
         retry: common::retry(ck, raw.retry),
         delivery: delivery(ck, raw.delivery.unwrap_or_default()),
         preflight: preflight(ck, raw.preflight.unwrap_or_default()),
@@ -273,12 +286,22 @@ fn auth(ck: &mut Checker<'_>, raw: RawAuth) -> Auth {
     }
 }
 
-fn limits(raw: RawLimits) -> Limits {
+fn limits(ck: &mut Checker<'_>, raw: RawLimits) -> Limits {
+    let at = Ptr::root().key("limits");
     let default = Limits::default();
     Limits {
         max_body_bytes: whole(raw.max_body_bytes).unwrap_or(default.max_body_bytes),
         max_in_flight_per_host: whole(raw.max_in_flight_per_host)
             .unwrap_or(default.max_in_flight_per_host),
+        header_timeout: ck.nonzero_duration(
+            &at.key("header_timeout"),
+            "header_timeout",
+            raw.header_timeout,
+            default.header_timeout,
+        ),
+        max_connections: whole(raw.max_connections).unwrap_or(default.max_connections),
+        max_connections_per_ip: whole(raw.max_connections_per_ip)
+            .unwrap_or(default.max_connections_per_ip),
     }
 }
 
