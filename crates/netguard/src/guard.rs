@@ -164,7 +164,9 @@ mod tests {
         let rejection = guard.resolve_checked(&verdict.target).await.unwrap_err();
         assert_eq!(rejection.rule, Rule::Address);
         assert!(
-            rejection.message.starts_with("host hooks.example.com resolves to 93.184.216.34"),
+            rejection
+                .message
+                .starts_with("host hooks.example.com resolves to 93.184.216.34"),
             "{}",
             rejection.message
         );

@@ -360,9 +360,7 @@ mod tests {
         assert_eq!(rejection.rule, Rule::Dns);
         assert_eq!(
             rejection.message,
-            format!(
-                "host nope.example does not exist (NXDOMAIN)"
-            )
+            format!("host nope.example does not exist (NXDOMAIN)")
         );
         let rejection = resolver.lookup("empty.example").await.unwrap_err();
         assert_eq!(
@@ -461,7 +459,10 @@ mod tests {
             }
         });
         let resolver = resolver(vec![addr], HashMap::new());
-        assert_eq!(resolver.lookup("a.example").await.unwrap(), [ip("10.0.0.3")]);
+        assert_eq!(
+            resolver.lookup("a.example").await.unwrap(),
+            [ip("10.0.0.3")]
+        );
         responder.abort();
     }
 
@@ -509,7 +510,10 @@ mod tests {
         server.set("expiring.example", vec![ip("93.184.216.38")]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while resolver.lookup("expiring.example").await.unwrap() != [ip("93.184.216.38")] {
-            assert!(tokio::time::Instant::now() < deadline, "the answer never expired");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the answer never expired"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(server.queries() > asked);

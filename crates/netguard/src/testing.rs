@@ -18,10 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
+use crate::{parse_target, Host, Rule, Rules};
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, SOA};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use crate::{parse_target, Host, Rule, Rules};
 
 /// A DNS server for tests on 127.0.0.1, UDP and TCP on the same port, answering A and AAAA
 /// queries from a map the test may change at any time, with TTL 0 unless [`DnsServer::set_ttl`]
@@ -178,7 +178,15 @@ impl State {
         if response.answers.len() == chain {
             // No address of the type asked: a SOA says how long that may be cached (RFC 2308).
             let zone = owner.base_name();
-            let soa = SOA::new(fqdn("ns.test")?, fqdn("hostmaster.test")?, 1, 3600, 600, 86400, ttl);
+            let soa = SOA::new(
+                fqdn("ns.test")?,
+                fqdn("hostmaster.test")?,
+                1,
+                3600,
+                600,
+                86400,
+                ttl,
+            );
             response.add_authority(Record::from_rdata(zone, ttl, RData::SOA(soa)));
         }
         response.to_vec().ok()
