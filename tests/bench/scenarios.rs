@@ -651,12 +651,20 @@ pub(crate) fn whomp_dns(s: &Settings) -> anyhow::Result<()> {
             );
             f.add(&format!("whomp drain, {label}: deliveries/s"), rate);
             f.add(
-                &format!("whomp drain, {label}: DNS queries per submission"),
-                per_submission,
+                &format!("whomp drain, {label}: DNS queries while submitting"),
+                submit_queries as f64,
             );
             f.add(
-                &format!("whomp drain, {label}: DNS queries per delivery"),
-                per_delivery,
+                &format!("whomp drain, {label}: DNS queries while draining"),
+                drain_queries as f64,
+            );
+            f.add(
+                &format!("whomp drain, {label}: DNS queries per 1000 submissions"),
+                per_submission * 1000.0,
+            );
+            f.add(
+                &format!("whomp drain, {label}: DNS queries per 1000 deliveries"),
+                per_delivery * 1000.0,
             );
         }
     }

@@ -4,16 +4,11 @@
 //! on, and it must connect to exactly the addresses it checked, so it resolves names itself. The
 //! DNS part is `hickory-resolver` (pure Rust): A and AAAA queries in parallel, answers matched to
 //! their query, TCP when an answer is truncated, the servers tried fastest first within one
-//! timeout and the whole lookup tried twice. Its cache keeps each answer for its TTL, so that a
-//! busy destination costs two queries per TTL instead of two per attempt; answers with TTL 0 are
-//! not kept, and failures never are. The cache lives as long as the resolver: whomp builds a new
-//! one at every reload. Whatever the cache returns is still checked by the guard at every attempt.
-//!
-//! Names are looked up as given, fully qualified: no `search` list, so the name the guard's host
-//! rules judged is the name whose addresses are checked. The fixed answers and `/etc/hosts` are
-//! ours rather than hickory's because a hosts entry must answer the name whole, as the C library
-//! does: hickory's answers per record type, asking DNS for the AAAA of a name listed with an IPv4
-//! address only.
+//! timeout and the whole lookup tried twice. Its cache keeps each answer for its TTL (a day and
+//! 8192 answers at most), so that a busy destination costs two queries per TTL instead of two
+//! per attempt; answers with TTL 0 are not kept, and failures never are. The cache lives as long
+//! as the resolver: whomp builds a new one at every reload. Whatever the cache returns is still
+//! checked by the guard at every attempt.
 
 use std::collections::HashMap;
 use std::io;
