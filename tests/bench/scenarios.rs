@@ -1,11 +1,12 @@
 //! The scenarios of issue 5 §1, each measuring its figures next to their ceilings in the same
-//! run: `ingest`, `e2e`, `whomp`, `scale`, `size`, plus `machine` (what it ran on).
+//! run: `ingest`, `e2e`, `whomp`, `whomp-dns`, `scale`, `size`, plus `machine` (what it ran on).
 //!
 //! Every scenario prints each run as it finishes (with the load average, so that a disturbed
 //! run can be spotted) and ends with a Markdown table of medians and spreads, ready for
 //! BENCHMARKS.md. Temporary directories are kept until the scenario ends: deleting many files
 //! slows file creation on this machine's disk for a while, which would disturb the next run.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -505,8 +506,8 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
     for run in 1..=s.runs {
         let dir = tempdir(s, &mut keep)?;
         let receiver = Receiver::start(Instant::now(), 0, true)?;
-        let whomp = start_whomp(s, &dir, &receiver.addr, per_host)?;
-        let target = whomp_target(whomp.addr("submit")?, receiver.addr);
+        let whomp = start_whomp(s, &dir, &receiver.addr, per_host, "")?;
+        let target = whomp_target(whomp.addr("submit")?, &receiver.addr.to_string());
         let load = loadavg();
         let r = load::closed_loop(&target, CONCURRENCY, s.warmup, s.measure)?;
         if r.failed > 0 {
@@ -522,15 +523,7 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
 
         // Drain: everything accepted so far, now delivered as fast as whomp can.
         let queued = queued_in(&whomp)?;
-        let released = Instant::now();
-        let before = receiver.answered();
-        receiver.release();
-        let deadline = released + Duration::from_secs(600);
-        while receiver.answered() - before < queued && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let took = released.elapsed().as_secs_f64();
-        let delivered = receiver.answered() - before;
+        let (delivered, took) = drain(&receiver, queued);
         let drain = delivered as f64 / took;
         note(
             run,
@@ -588,11 +581,104 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
     clean_up(s, keep)
 }
 
+/// Releases the holding receiver and waits until `queued` more requests were answered (or 10
+/// minutes passed); returns how many were and the seconds it took.
+fn drain(receiver: &Receiver, queued: u64) -> (u64, f64) {
+    let released = Instant::now();
+    let before = receiver.answered();
+    receiver.release();
+    let deadline = released + Duration::from_secs(600);
+    while receiver.answered() - before < queued && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (
+        receiver.answered() - before,
+        released.elapsed().as_secs_f64(),
+    )
+}
+
+/// The name whomp-dns delivers to, served by its own DNS server.
+const DNS_NAME: &str = "hooks.bench.test";
+
+/// whomp's drain to an IP literal and to a host name whose DNS server answers with TTL 300,
+/// with the queries that server received per submission and per delivery: the resolver's cache
+/// should make a named destination cost next to nothing.
+pub(crate) fn whomp_dns(s: &Settings) -> anyhow::Result<()> {
+    let mut keep = Vec::new();
+    let mut f = Figures::default();
+    let per_host = 8;
+    println!(
+        "whomp-dns: 1 KiB submissions, {CONCURRENCY} connections, receiver holding; then released to drain; to an IP literal, then to {DNS_NAME} (local DNS server, TTL 300)"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    for run in 1..=s.runs {
+        for (label, by_name) in [("IP literal", false), ("host name, TTL 300", true)] {
+            let dir = tempdir(s, &mut keep)?;
+            let receiver = Receiver::start(Instant::now(), 0, true)?;
+            let answers = HashMap::from([(DNS_NAME.to_owned(), vec![receiver.addr.ip()])]);
+            let dns = runtime.block_on(netguard::testing::DnsServer::start(answers))?;
+            dns.set_ttl(300);
+            let (dns_config, authority) = if by_name {
+                (
+                    format!("dns: {{ servers: [\"{}\"] }}\n", dns.addr()),
+                    format!("{DNS_NAME}:{}", receiver.addr.port()),
+                )
+            } else {
+                (String::new(), receiver.addr.to_string())
+            };
+            let whomp = start_whomp(s, &dir, &receiver.addr, per_host, &dns_config)?;
+            let target = whomp_target(whomp.addr("submit")?, &authority);
+            let load = loadavg();
+            let r = load::closed_loop(&target, CONCURRENCY, s.warmup, s.measure)?;
+            anyhow::ensure!(r.failed == 0, "{label}: {} submissions failed", r.failed);
+            let queued = queued_in(&whomp)?;
+            let submit_queries = dns.queries();
+            let (delivered, took) = drain(&receiver, queued);
+            let drain_queries = dns.queries() - submit_queries;
+            let rate = delivered as f64 / took;
+            let per_submission = submit_queries as f64 / queued.max(1) as f64;
+            let per_delivery = drain_queries as f64 / delivered.max(1) as f64;
+            note(
+                run,
+                &format!("whomp drain, {label}"),
+                format!(
+                    "{rate:>8.0}/s  ({delivered} of {queued} in {took:.1} s; DNS queries: {submit_queries} submitting, {drain_queries} draining)"
+                ),
+                &load,
+            );
+            f.add(&format!("whomp drain, {label}: deliveries/s"), rate);
+            f.add(
+                &format!("whomp drain, {label}: DNS queries while submitting"),
+                submit_queries as f64,
+            );
+            f.add(
+                &format!("whomp drain, {label}: DNS queries while draining"),
+                drain_queries as f64,
+            );
+            f.add(
+                &format!("whomp drain, {label}: DNS queries per 1000 submissions"),
+                per_submission * 1000.0,
+            );
+            f.add(
+                &format!("whomp drain, {label}: DNS queries per 1000 deliveries"),
+                per_delivery * 1000.0,
+            );
+        }
+    }
+    f.print("whomp-dns");
+    clean_up(s, keep)
+}
+
+/// whomp delivering to the receiver's port; `extra` is appended to the config.
 fn start_whomp(
     s: &Settings,
     dir: &Path,
     receiver: &SocketAddr,
     per_host: usize,
+    extra: &str,
 ) -> anyhow::Result<Daemon> {
     let config = dir.join("whomp.yaml");
     std::fs::write(
@@ -605,7 +691,8 @@ fn start_whomp(
              limits: {{ max_in_flight_per_host: {per_host} }}\n\
              retry: {{ initial: 1h, max_interval: 1h }}\n\
              delivery: {{ timeout: 10m }}\n\
-             preflight: {{ allow_http: true, ports: [{}], allow_cidrs: [127.0.0.1/32] }}\n",
+             preflight: {{ allow_http: true, ports: [{}], allow_cidrs: [127.0.0.1/32] }}\n\
+             {extra}",
             receiver.port()
         ),
     )?;
@@ -618,11 +705,11 @@ fn start_whomp(
     )
 }
 
-/// A `message/http` submission of a 1 KiB POST to the receiver.
-fn whomp_target(submit: SocketAddr, receiver: SocketAddr) -> Target {
+/// A `message/http` submission of a 1 KiB POST to `authority` (the receiver's, by address or name).
+fn whomp_target(submit: SocketAddr, authority: &str) -> Target {
     let inner_body = load::filler(BODY);
     let mut body = format!(
-        "POST http://{receiver}/in HTTP/1.1\r\nHost: {receiver}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST http://{authority}/in HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         inner_body.len()
     )
     .into_bytes();
@@ -803,7 +890,7 @@ pub(crate) fn size(s: &Settings) -> anyhow::Result<()> {
             let load = loadavg();
             let daemon = match name {
                 "whimp" => start_whimp(s, &dir, true, "http://127.0.0.1:9/in", "")?,
-                _ => start_whomp(s, &dir, &receiver, 8)?,
+                _ => start_whomp(s, &dir, &receiver, 8, "")?,
             };
             let ms = daemon.ready_after.as_secs_f64() * 1000.0;
             let rss = daemon.rss_kib()? as f64 / 1024.0;

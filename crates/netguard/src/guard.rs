@@ -136,6 +136,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cached_answers_are_checked_at_every_attempt() {
+        let dns = DnsServer::start(HashMap::from([(
+            "hooks.example.com".to_string(),
+            vec![ip("93.184.216.34")],
+        )]))
+        .await
+        .unwrap();
+        dns.set_ttl(300);
+        let mut guard = Guard::new(
+            Rules::default(),
+            Resolver::new(vec![dns.addr()], HashMap::new()),
+        );
+        let verdict = guard
+            .preflight("POST", "https://hooks.example.com/in", &[])
+            .await
+            .unwrap();
+        // Within the TTL a rebinding is not seen: the attempt gets the address checked before,
+        // which is the only one the client may connect to.
+        dns.set("hooks.example.com", vec![ip("10.1.2.3")]);
+        assert_eq!(
+            guard.resolve_checked(&verdict.target).await.unwrap(),
+            [ip("93.184.216.34")]
+        );
+        // The cached address is judged by the rules of the moment, at every attempt.
+        guard.rules.reject_cidrs = vec!["93.184.216.0/24".parse().unwrap()];
+        let rejection = guard.resolve_checked(&verdict.target).await.unwrap_err();
+        assert_eq!(rejection.rule, Rule::Address);
+        assert!(
+            rejection
+                .message
+                .starts_with("host hooks.example.com resolves to 93.184.216.34"),
+            "{}",
+            rejection.message
+        );
+        assert_eq!(dns.queries(), 2, "one A and one AAAA query, then the cache");
+    }
+
+    #[tokio::test]
     async fn literal_addresses_skip_dns_and_rules_are_rechecked() {
         let mut guard = Guard::new(Rules::default(), Resolver::new(Vec::new(), HashMap::new()));
         let verdict = guard

@@ -5,14 +5,14 @@
 //! interface, the cloud metadata endpoint or a private backend: server-side request forgery.
 //! This crate is the whole pre-flight: a strict URL parser that normalises what attackers like to
 //! misspell ([`parse_target`]), the operator's [`Rules`] on top of a built-in list of every
-//! special-purpose address range, a small DNS client ([`Resolver`]) that does not depend on the C
-//! library, and the [`Guard`] that resolves a host and checks *every* address it gets. whomp
-//! connects only to addresses a [`Guard`] returned, so a second lookup cannot change the answer.
+//! special-purpose address range, a caching resolver ([`Resolver`], hickory's) that does not depend
+//! on the C library, and the [`Guard`] that resolves a host and checks *every* address it gets,
+//! cached or not. whomp connects only to addresses a [`Guard`] returned, so a second lookup cannot
+//! change the answer.
 //!
 //! Everything here refuses with a [`Rejection`]: the [`Rule`] that refused (a metrics label) and
 //! a message for the human who owns the hook.
 
-mod dns;
 mod guard;
 mod ranges;
 mod resolver;

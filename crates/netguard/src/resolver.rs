@@ -1,10 +1,14 @@
-//! A small stub resolver: fixed answers, `/etc/hosts`, then A and AAAA queries over UDP/TCP.
+//! Name resolution: fixed answers, `/etc/hosts`, then DNS through hickory's stub resolver, cached.
 //!
 //! whomp is built as a static binary, where glibc's NSS (and so `getaddrinfo`) cannot be relied
-//! on, and it must connect to exactly the addresses it checked. So it asks DNS itself: the A and
-//! AAAA queries go out in parallel to the first server, each with a random id from a fresh
-//! socket; an answer counts only if its id and question match; a truncated answer is fetched
-//! again over TCP; a server that fails or stays silent past the timeout hands over to the next.
+//! on, and it must connect to exactly the addresses it checked, so it resolves names itself. The
+//! DNS part is `hickory-resolver` (pure Rust): A and AAAA queries in parallel, answers matched to
+//! their query, TCP when an answer is truncated, the servers tried fastest first within one
+//! timeout and the whole lookup tried twice. Its cache keeps each answer for its TTL (a day and
+//! 8192 answers at most), so that a busy destination costs two queries per TTL instead of two
+//! per attempt; answers with TTL 0 are not kept, and failures never are. The cache lives as long
+//! as the resolver: whomp builds a new one at every reload. Whatever the cache returns is still
+//! checked by the guard at every attempt.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,22 +16,30 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+    ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::Name;
+use hickory_resolver::TokioResolver;
 
-use crate::dns::{self, Message, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA};
 use crate::{quoted, Rejection, Rule};
 
-/// How long one try (one query to one server, UDP or TCP) may take.
+/// How long one lookup's pass over the name servers may take; a failed pass is tried once more.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Resolves host names to the addresses whomp will check and connect to.
+/// Resolves host names to the addresses whomp will check and connect to. Clones share the cache.
 #[derive(Debug, Clone)]
 pub struct Resolver {
     servers: Vec<SocketAddr>,
     fixed: HashMap<String, Vec<IpAddr>>,
     hosts: HashMap<String, Vec<IpAddr>>,
     timeout: Duration,
+    /// hickory's resolver, or why it could not be built (it cannot without TLS features).
+    dns: Result<TokioResolver, String>,
 }
 
 /// The system resolver configuration could not be read.
@@ -44,17 +56,12 @@ pub enum ResolverConfigError {
     },
 }
 
-/// What one query type got from the servers.
-enum Answer {
-    Addrs(Vec<IpAddr>),
-    NxDomain(SocketAddr),
-}
-
 impl Resolver {
-    /// A resolver asking `servers` in order, with `fixed` answers that win over DNS (like curl
+    /// A resolver asking `servers`, with `fixed` answers that win over DNS (like curl
     /// `--resolve`); names are matched case-insensitively, without a trailing dot.
     pub fn new(servers: Vec<SocketAddr>, fixed: HashMap<String, Vec<IpAddr>>) -> Self {
         Resolver {
+            dns: build(&servers, DEFAULT_TIMEOUT),
             servers,
             fixed: normalise_keys(fixed),
             hosts: HashMap::new(),
@@ -92,20 +99,21 @@ impl Resolver {
         })
     }
 
-    /// Sets how long one try may take (default [`DEFAULT_TIMEOUT`]).
+    /// Sets how long one pass over the name servers may take (default [`DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.dns = build(&self.servers, timeout);
         self
     }
 
-    /// The name servers, in the order they are asked.
+    /// The name servers.
     pub fn servers(&self) -> &[SocketAddr] {
         &self.servers
     }
 
     /// The addresses of `host`: a literal address as itself, then a fixed answer, then an
-    /// `/etc/hosts` entry, then the A and AAAA records from DNS (IPv4 first). Refused with
-    /// [`Rule::Dns`] when the name does not exist, has no addresses, or no server answered.
+    /// `/etc/hosts` entry, then the A and AAAA records from DNS or its cache (IPv4 first).
+    /// Refused with [`Rule::Dns`] when the name does not exist, has no addresses, or DNS failed.
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, Rejection> {
         let lower = host.to_ascii_lowercase();
         let name = lower.strip_suffix('.').unwrap_or(&lower);
@@ -118,138 +126,85 @@ impl Resolver {
             }
             return Ok(addrs.clone());
         }
-        if let Err(problem) = dns::check_name(name) {
-            return Err(Rejection::new(
+        let mut fqdn = Name::from_ascii(name).map_err(|_| {
+            Rejection::new(
                 Rule::Dns,
-                format!("host {} cannot be looked up: {problem}", quoted(name)),
-            ));
-        }
+                format!("host {} is not a valid DNS name", quoted(name)),
+            )
+        })?;
+        fqdn.set_fqdn(true);
         if self.servers.is_empty() {
             return Err(Rejection::new(
                 Rule::Dns,
                 format!("host {name} cannot be resolved: no DNS servers are configured"),
             ));
         }
-        let (v4, v6) = tokio::join!(self.ask(name, TYPE_A), self.ask(name, TYPE_AAAA));
-        match (v4, v6) {
-            (Ok(Answer::NxDomain(server)), _) | (_, Ok(Answer::NxDomain(server))) => {
-                Err(Rejection::new(
-                    Rule::Dns,
-                    format!("host {name} does not exist (NXDOMAIN from {server})"),
-                ))
-            }
-            (Ok(Answer::Addrs(mut v4)), Ok(Answer::Addrs(v6))) => {
-                v4.extend(v6);
-                if v4.is_empty() {
+        let dns = self.dns.as_ref().map_err(|problem| {
+            Rejection::new(
+                Rule::Dns,
+                format!("host {name} cannot be resolved: {problem}"),
+            )
+        })?;
+        match dns.lookup_ip(fqdn).await {
+            Ok(found) => {
+                let addrs = dedup(found.iter().collect());
+                if addrs.is_empty() {
                     Err(no_addresses(name))
                 } else {
-                    Ok(dedup(v4))
+                    Ok(addrs)
                 }
             }
-            (Ok(Answer::Addrs(addrs)), Err(_)) | (Err(_), Ok(Answer::Addrs(addrs)))
-                if !addrs.is_empty() =>
+            Err(NetError::Dns(DnsError::NoRecordsFound(none)))
+                if none.response_code == ResponseCode::NXDomain =>
             {
-                Ok(dedup(addrs))
+                Err(Rejection::new(
+                    Rule::Dns,
+                    format!("host {name} does not exist (NXDOMAIN)"),
+                ))
             }
-            (Err(failure), _) | (_, Err(failure)) => Err(Rejection::new(
-                Rule::Dns,
-                format!("host {name} could not be resolved: {failure}"),
-            )),
-        }
-    }
-
-    /// Asks the servers in turn for one record type until one gives a definite answer.
-    async fn ask(&self, name: &str, qtype: u16) -> Result<Answer, String> {
-        let mut failures = Vec::new();
-        for &server in &self.servers {
-            match self.ask_one(server, name, qtype).await {
-                Ok(message) if message.rcode == 0 => {
-                    return Ok(Answer::Addrs(message.addresses(name, qtype)))
-                }
-                Ok(message) if message.rcode == RCODE_NXDOMAIN => {
-                    return Ok(Answer::NxDomain(server))
-                }
-                Ok(message) => {
-                    failures.push(format!("{server} answered {}", rcode_name(message.rcode)))
-                }
-                Err(failure) => failures.push(format!("{server} {failure}")),
-            }
-        }
-        Err(failures.join("; "))
-    }
-
-    /// One try against one server: UDP, then TCP if the answer was truncated.
-    async fn ask_one(&self, server: SocketAddr, name: &str, qtype: u16) -> Result<Message, String> {
-        let id: u16 = rand::random();
-        let query = dns::encode_query(id, name, qtype).map_err(str::to_string)?;
-        let timed_out = |_| format!("timed out after {:?}", self.timeout);
-        let message =
-            tokio::time::timeout(self.timeout, udp_exchange(server, &query, id, name, qtype))
-                .await
-                .map_err(timed_out)?
-                .map_err(|e| format!("failed over udp: {e}"))?;
-        if !message.truncated {
-            return Ok(message);
-        }
-        tokio::time::timeout(self.timeout, tcp_exchange(server, &query, id, name, qtype))
-            .await
-            .map_err(timed_out)?
-            .map_err(|e| format!("failed over tcp: {e}"))
-    }
-}
-
-/// Sends `query` from a fresh socket connected to `server` and waits for the matching answer,
-/// ignoring anything else that arrives (late answers, spoofing attempts, garbage).
-async fn udp_exchange(
-    server: SocketAddr,
-    query: &[u8],
-    id: u16,
-    name: &str,
-    qtype: u16,
-) -> io::Result<Message> {
-    let local = match server {
-        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let len = socket.recv(&mut buf).await?;
-        if let Ok(message) = dns::parse(buf.get(..len).unwrap_or_default()) {
-            if message.answers(id, name, qtype) {
-                return Ok(message);
+            Err(NetError::Dns(DnsError::NoRecordsFound(_))) => Err(no_addresses(name)),
+            Err(failure) => {
+                let servers: Vec<String> = self.servers.iter().map(|s| s.to_string()).collect();
+                Err(Rejection::new(
+                    Rule::Dns,
+                    format!(
+                        "host {name} could not be resolved: {failure} (asked {})",
+                        servers.join(", ")
+                    ),
+                ))
             }
         }
     }
 }
 
-/// The same exchange over TCP, with the two-byte length prefix.
-async fn tcp_exchange(
-    server: SocketAddr,
-    query: &[u8],
-    id: u16,
-    name: &str,
-    qtype: u16,
-) -> io::Result<Message> {
-    let mut stream = TcpStream::connect(server).await?;
-    let len = u16::try_from(query.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut framed = len.to_be_bytes().to_vec();
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).await?;
-    let len = stream.read_u16().await?;
-    let mut buf = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut buf).await?;
-    let message = dns::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    if message.answers(id, name, qtype) {
-        Ok(message)
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the answer does not match the question",
-        ))
-    }
+/// hickory's resolver for `servers` (UDP, then TCP for truncated answers), hosts file off.
+fn build(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
+    let name_servers = servers
+        .iter()
+        .map(|server| {
+            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                .into_iter()
+                .map(|mut connection| {
+                    connection.port = server.port();
+                    connection
+                })
+                .collect();
+            NameServerConfig::new(server.ip(), true, connections)
+        })
+        .collect();
+    let mut options = ResolverOpts::default();
+    options.timeout = timeout;
+    options.attempts = 1;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    options.use_hosts_file = ResolveHosts::Never;
+    options.num_concurrent_reqs = 1;
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(options)
+    .build()
+    .map_err(|e| format!("the DNS client cannot be built: {e}"))
 }
 
 fn no_addresses(name: &str) -> Rejection {
@@ -257,16 +212,6 @@ fn no_addresses(name: &str) -> Rejection {
         Rule::Dns,
         format!("host {name} has no addresses (no A or AAAA records)"),
     )
-}
-
-fn rcode_name(rcode: u8) -> String {
-    match rcode {
-        1 => "FORMERR".to_string(),
-        2 => "SERVFAIL".to_string(),
-        4 => "NOTIMP".to_string(),
-        5 => "REFUSED".to_string(),
-        other => format!("rcode {other}"),
-    }
 }
 
 fn dedup(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
@@ -410,10 +355,7 @@ mod tests {
         assert_eq!(rejection.rule, Rule::Dns);
         assert_eq!(
             rejection.message,
-            format!(
-                "host nope.example does not exist (NXDOMAIN from {})",
-                server.addr()
-            )
+            format!("host nope.example does not exist (NXDOMAIN)")
         );
         let rejection = resolver.lookup("empty.example").await.unwrap_err();
         assert_eq!(
@@ -423,7 +365,7 @@ mod tests {
         let rejection = resolver.lookup("a..example").await.unwrap_err();
         assert_eq!(
             rejection.message,
-            "host \"a..example\" cannot be looked up: the name has an empty label"
+            "host \"a..example\" is not a valid DNS name"
         );
     }
 
@@ -467,7 +409,7 @@ mod tests {
         assert_eq!(
             rejection.message,
             format!(
-                "host a.example could not be resolved: {} timed out after 500ms",
+                "host a.example could not be resolved: request timed out (asked {})",
                 dead.local_addr().unwrap()
             )
         );
@@ -475,50 +417,37 @@ mod tests {
 
     #[tokio::test]
     async fn ignores_answers_that_do_not_match() {
-        // A hand-rolled server that first sends a forged answer (wrong id), then one for another
-        // name, then the real one; only the last may be believed.
+        use hickory_resolver::proto::op::Message;
+        use hickory_resolver::proto::rr::rdata::A;
+        use hickory_resolver::proto::rr::{RData, Record, RecordType};
+        use tokio::net::UdpSocket;
+
+        // A hand-rolled server that first sends a forged answer (wrong id), then garbage, then
+        // one for another name, then the real one; only the last may be believed.
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let responder = tokio::spawn(async move {
-            let mut buf = vec![0u8; 512];
+            let mut buf = vec![0u8; 4096];
             loop {
                 let (len, peer) = socket.recv_from(&mut buf).await.unwrap();
-                let query = dns::parse(&buf[..len]).unwrap();
-                let question = query.questions[0].clone();
-                let forged = |id: u16, name: &str, last: u8| {
-                    let data = if question.qtype == TYPE_A {
-                        dns::Data::A(Ipv4Addr::new(10, 0, 0, last))
-                    } else {
-                        dns::Data::Other
-                    };
-                    let record = dns::Record {
-                        name: name.to_string(),
-                        class: dns::CLASS_IN,
-                        data,
-                    };
-                    let q = dns::Question {
-                        name: name.to_string(),
-                        ..question.clone()
-                    };
-                    dns::encode_response(id, &q, 0, false, &[record])
+                let query = Message::from_vec(&buf[..len]).unwrap();
+                let question = query.queries[0].clone();
+                let answer = |id: u16, name: &str, last: u8| {
+                    let mut question = question.clone();
+                    question.set_name(Name::from_ascii(name).unwrap());
+                    let mut response = Message::response(id, query.metadata.op_code);
+                    response.metadata.recursion_desired = true;
+                    response.add_query(question.clone());
+                    if question.query_type() == RecordType::A {
+                        let data = RData::A(A(Ipv4Addr::new(10, 0, 0, last)));
+                        response.add_answer(Record::from_rdata(question.name().clone(), 60, data));
+                    }
+                    response.to_vec().unwrap()
                 };
-                let wrong_id = forged(query.id.wrapping_add(1), &question.name, 1);
-                let wrong_name = forged(query.id, "other.example", 2);
-                let right = dns::encode_response(
-                    query.id,
-                    &question,
-                    0,
-                    false,
-                    &[dns::Record {
-                        name: question.name.clone(),
-                        class: dns::CLASS_IN,
-                        data: if question.qtype == TYPE_A {
-                            dns::Data::A(Ipv4Addr::new(93, 184, 216, 34))
-                        } else {
-                            dns::Data::Other
-                        },
-                    }],
-                );
+                let asked = question.name().to_ascii();
+                let wrong_id = answer(query.metadata.id.wrapping_add(1), &asked, 1);
+                let wrong_name = answer(query.metadata.id, "other.example.", 2);
+                let right = answer(query.metadata.id, &asked, 3);
                 for packet in [wrong_id, b"garbage".to_vec(), wrong_name, right] {
                     socket.send_to(&packet, peer).await.unwrap();
                 }
@@ -527,9 +456,62 @@ mod tests {
         let resolver = resolver(vec![addr], HashMap::new());
         assert_eq!(
             resolver.lookup("a.example").await.unwrap(),
-            [ip("93.184.216.34")]
+            [ip("10.0.0.3")]
         );
         responder.abort();
+    }
+
+    #[tokio::test]
+    async fn caches_answers_for_their_ttl() {
+        let server = DnsServer::start(answers(&[
+            ("cached.example", &["93.184.216.34"]),
+            ("uncached.example", &["93.184.216.35"]),
+        ]))
+        .await
+        .unwrap();
+        let resolver = resolver(vec![server.addr()], HashMap::new());
+
+        // TTL 300: the second lookup, from a clone as whomp's workers hold, sends no query and
+        // gets the cached answer even though the server changed its mind.
+        server.set_ttl(300);
+        assert_eq!(
+            resolver.lookup("cached.example").await.unwrap(),
+            [ip("93.184.216.34")]
+        );
+        let asked = server.queries();
+        server.set("cached.example", vec![ip("10.0.0.1")]);
+        assert_eq!(
+            resolver.clone().lookup("Cached.Example.").await.unwrap(),
+            [ip("93.184.216.34")]
+        );
+        assert_eq!(server.queries(), asked, "a cached name was asked again");
+
+        // TTL 0: nothing is kept, every lookup asks and sees the change.
+        server.set_ttl(0);
+        resolver.lookup("uncached.example").await.unwrap();
+        let asked = server.queries();
+        server.set("uncached.example", vec![ip("93.184.216.36")]);
+        assert_eq!(
+            resolver.lookup("uncached.example").await.unwrap(),
+            [ip("93.184.216.36")]
+        );
+        assert!(server.queries() > asked, "a TTL 0 answer was cached");
+
+        // TTL 1: once it expires, the name is asked again and the new answer seen.
+        server.set_ttl(1);
+        server.set("expiring.example", vec![ip("93.184.216.37")]);
+        resolver.lookup("expiring.example").await.unwrap();
+        let asked = server.queries();
+        server.set("expiring.example", vec![ip("93.184.216.38")]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while resolver.lookup("expiring.example").await.unwrap() != [ip("93.184.216.38")] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the answer never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(server.queries() > asked);
     }
 
     #[tokio::test]

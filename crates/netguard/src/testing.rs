@@ -3,13 +3,14 @@
 //!
 //! whomp's tests must never let it resolve or connect to anything real, and its DNS-rebinding
 //! test needs a name whose answer changes between submission and delivery; [`DnsServer`] serves
-//! both. The target table is shared: this crate runs it through a [`crate::Guard`], and whomp's
+//! both. It answers with TTL 0 unless told otherwise, as a rebinding attacker's server does, so
+//! that the resolver's cache keeps nothing; the cache's own tests set a TTL and count queries. The target table is shared: this crate runs it through a [`crate::Guard`], and whomp's
 //! end-to-end test runs the same file through `/v1/preflight`, so its parser lives here.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
@@ -17,12 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::dns::{self, Data, Record, CLASS_IN, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA};
 use crate::{parse_target, Host, Rule, Rules};
+use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 /// A DNS server for tests on 127.0.0.1, UDP and TCP on the same port, answering A and AAAA
-/// queries from a map the test may change at any time; NXDOMAIN for names it does not know.
-/// It stops when dropped.
+/// queries from a map the test may change at any time, with TTL 0 unless [`DnsServer::set_ttl`]
+/// says otherwise; NXDOMAIN for names it does not know. It stops when dropped.
 #[derive(Debug)]
 pub struct DnsServer {
     addr: SocketAddr,
@@ -36,6 +39,7 @@ struct State {
     udp_queries: AtomicUsize,
     tcp_queries: AtomicUsize,
     truncate_udp: AtomicBool,
+    ttl: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +99,12 @@ impl DnsServer {
         self.state.truncate_udp.store(on, Ordering::SeqCst);
     }
 
+    /// Sets the TTL, in seconds, of the records in every answer from now on (default 0: nothing
+    /// may be cached).
+    pub fn set_ttl(&self, seconds: u32) {
+        self.state.ttl.store(seconds, Ordering::SeqCst);
+    }
+
     /// Queries received so far, over UDP and TCP.
     pub fn queries(&self) -> usize {
         self.state.udp_queries.load(Ordering::SeqCst) + self.tcp_queries()
@@ -123,53 +133,71 @@ impl State {
 
     /// The response to `query`, or `None` when it is not a query we can answer.
     fn respond(&self, query: &[u8], over_udp: bool) -> Option<Vec<u8>> {
-        let message = dns::parse(query).ok()?;
-        let question = message.questions.first()?.clone();
-        if message.response {
+        let query = Message::from_vec(query).ok()?;
+        if query.metadata.message_type != MessageType::Query {
             return None;
         }
+        let question = query.queries.first()?.clone();
+        let mut response = Message::response(query.metadata.id, query.metadata.op_code);
+        response.metadata.recursion_desired = query.metadata.recursion_desired;
+        response.metadata.recursion_available = true;
+        response.add_query(question.clone());
         if over_udp && self.truncate_udp.load(Ordering::SeqCst) {
-            return Some(dns::encode_response(message.id, &question, 0, true, &[]));
+            response.metadata.truncation = true;
+            return response.to_vec().ok();
         }
+        let ttl = self.ttl.load(Ordering::SeqCst);
         let zone = self.zone();
-        let mut answers = Vec::new();
-        let mut name = question.name.clone();
+        let mut owner = question.name().clone();
+        let mut name = normalise(&owner.to_ascii());
         for _ in 0..8 {
-            match zone.cnames.get(&name) {
-                Some(target) => {
-                    answers.push(Record {
-                        name: name.clone(),
-                        class: CLASS_IN,
-                        data: Data::Cname(target.clone()),
-                    });
-                    name = target.clone();
-                }
-                None => break,
-            }
+            let Some(target) = zone.cnames.get(&name) else {
+                break;
+            };
+            let target_name = fqdn(target)?;
+            let cname = RData::CNAME(CNAME(target_name.clone()));
+            response.add_answer(Record::from_rdata(owner, ttl, cname));
+            owner = target_name;
+            name = target.clone();
         }
-        let rcode = match zone.addrs.get(&name) {
+        let chain = response.answers.len();
+        match zone.addrs.get(&name) {
             Some(addrs) => {
-                answers.extend(addrs.iter().filter_map(|addr| {
-                    let data = match (addr, question.qtype) {
-                        (IpAddr::V4(ip), TYPE_A) => Data::A(*ip),
-                        (IpAddr::V6(ip), TYPE_AAAA) => Data::Aaaa(*ip),
-                        _ => return None,
+                for addr in addrs {
+                    let data = match (addr, question.query_type()) {
+                        (IpAddr::V4(ip), RecordType::A) => RData::A(A(*ip)),
+                        (IpAddr::V6(ip), RecordType::AAAA) => RData::AAAA(AAAA(*ip)),
+                        _ => continue,
                     };
-                    Some(Record {
-                        name: name.clone(),
-                        class: CLASS_IN,
-                        data,
-                    })
-                }));
-                0
+                    response.add_answer(Record::from_rdata(owner.clone(), ttl, data));
+                }
             }
-            None if answers.is_empty() => RCODE_NXDOMAIN,
-            None => 0,
-        };
-        Some(dns::encode_response(
-            message.id, &question, rcode, false, &answers,
-        ))
+            None if chain == 0 => response.metadata.response_code = ResponseCode::NXDomain,
+            None => {}
+        }
+        if response.answers.len() == chain {
+            // No address of the type asked: a SOA says how long that may be cached (RFC 2308).
+            let zone = owner.base_name();
+            let soa = SOA::new(
+                fqdn("ns.test")?,
+                fqdn("hostmaster.test")?,
+                1,
+                3600,
+                600,
+                86400,
+                ttl,
+            );
+            response.add_authority(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+        }
+        response.to_vec().ok()
     }
+}
+
+/// `name` as a fully qualified DNS name.
+fn fqdn(name: &str) -> Option<Name> {
+    let mut name = Name::from_ascii(name).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 /// A UDP socket and a TCP listener on the same free port of 127.0.0.1.
