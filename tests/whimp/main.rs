@@ -2,6 +2,7 @@
 //! One test binary with modules (STYLE 17), so it links once.
 
 mod accept;
+mod cli;
 mod faults;
 mod forward;
 mod ops;
