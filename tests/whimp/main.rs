@@ -5,6 +5,7 @@ mod accept;
 mod cli;
 mod faults;
 mod forward;
+mod logs;
 mod ops;
 mod soak;
 mod tls;

@@ -50,6 +50,7 @@ pub struct Log {
     pub level: LogLevel,
     pub syslog: bool,
     pub facility: Facility,
+    pub format: LogFormat,
 }
 
 impl Default for Log {
@@ -58,8 +59,19 @@ impl Default for Log {
             level: LogLevel::Info,
             syslog: false,
             facility: Facility::Daemon,
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How a log line is written; default `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `tracing`'s readable lines: `INFO delivered id=... status=200`.
+    Text,
+    /// One JSON object per line, `{"time", "level", "message", "fields"}`, for log shippers.
+    Json,
 }
 
 /// The most detailed log level written; default `info`.
@@ -164,6 +176,7 @@ pub(crate) struct RawLog {
     level: Option<LogLevel>,
     syslog: Option<bool>,
     facility: Option<Facility>,
+    format: Option<LogFormat>,
 }
 
 /// Both the global `retry` and a route's partial override: every field optional.
@@ -238,6 +251,7 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
         level: raw.level.unwrap_or(default.level),
         syslog: raw.syslog.unwrap_or(default.syslog),
         facility: raw.facility.unwrap_or(default.facility),
+        format: raw.format.unwrap_or(default.format),
     }
 }
 

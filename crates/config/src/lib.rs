@@ -18,7 +18,7 @@ pub mod whomp;
 
 use std::path::Path;
 
-pub use common::{Admin, Facility, Listener, Log, LogLevel, Retry, Spool, Tls};
+pub use common::{Admin, Facility, Listener, Log, LogFormat, LogLevel, Retry, Spool, Tls};
 pub use error::{ConfigError, Location, Problem};
 pub use value::{parse_duration, Secret};
 
