@@ -103,6 +103,12 @@ fn spool_list_filters_by_state_route_time_and_count() {
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("ID ") && lines[0].contains("STATE"), "{out}");
     assert!(lines[1].contains("delivered") && lines[1].contains("route fine"), "{out}");
+
+    let (code, out, err) = whimp.cli(&["spool", "purge", "--dead"]);
+    assert_eq!((code, out.trim()), (0, "purged 3"), "{err}");
+    harness::wait_for("the purge is logged", || {
+        whimp.daemon.output().contains("operator: dead messages purged")
+    });
 }
 
 #[test]
