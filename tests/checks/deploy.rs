@@ -447,7 +447,11 @@ fn static_musl_binaries_build_and_run() {
             "{name}: {kind}"
         );
         let ldd = run(Command::new("ldd").arg(&binary));
-        assert!(!ldd.status.success() || printed(&ldd).contains("statically linked"), "{name}: {}", printed(&ldd));
+        assert!(
+            !ldd.status.success() || printed(&ldd).contains("statically linked"),
+            "{name}: {}",
+            printed(&ldd)
+        );
         // It runs, and does real work: it reads and checks the shipped config.
         let check = run_ok(
             Command::new(&binary)
@@ -455,6 +459,10 @@ fn static_musl_binaries_build_and_run() {
                 .arg("--config")
                 .arg(repo().join(format!("config/{name}.yaml"))),
         );
-        assert!(printed(&check).contains(": ok ("), "{name}: {}", printed(&check));
+        assert!(
+            printed(&check).contains(": ok ("),
+            "{name}: {}",
+            printed(&check)
+        );
     }
 }

@@ -16,19 +16,37 @@ fn spool_list_of_a_spool_never_created_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "routes: []\n");
     let config = config.to_str().unwrap();
-    let (code, out, err) = run_cli(Path::new(BIN), &["spool", "list", "--config", config, "--json"]);
+    let (code, out, err) = run_cli(
+        Path::new(BIN),
+        &["spool", "list", "--config", config, "--json"],
+    );
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
     let (code, out, err) = run_cli(Path::new(BIN), &["spool", "list", "--config", config]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("ID "), "a header row and nothing else: {out}");
+    assert!(
+        out.starts_with("ID "),
+        "a header row and nothing else: {out}"
+    );
     assert_eq!(out.lines().count(), 1, "{out}");
     let (code, _, err) = run_cli(
         Path::new(BIN),
-        &["spool", "retry", "01FD5BKAC5EEJ6HA8KPXT5QV4Y", "--config", config],
+        &[
+            "spool",
+            "retry",
+            "01FD5BKAC5EEJ6HA8KPXT5QV4Y",
+            "--config",
+            config,
+        ],
     );
     assert_eq!(code, 1);
-    assert!(err.contains("no message 01FD5BKAC5EEJ6HA8KPXT5QV4Y"), "{err}");
-    assert!(!dir.path().join("spool").exists(), "the CLI creates no spool");
+    assert!(
+        err.contains("no message 01FD5BKAC5EEJ6HA8KPXT5QV4Y"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("spool").exists(),
+        "the CLI creates no spool"
+    );
 }
 
 #[test]
@@ -65,7 +83,11 @@ fn spool_list_while_delivering_shows_each_message_once() {
     let sent = sender.join().unwrap();
     assert_eq!(twice, None, "a message listed twice");
     wait_for("all delivered", || backend.count() == sent);
-    assert_eq!(whimp.list().len(), sent, "each message once when it holds still");
+    assert_eq!(
+        whimp.list().len(),
+        sent,
+        "each message once when it holds still"
+    );
 }
 
 #[test]
@@ -91,7 +113,12 @@ fn spool_list_filters_by_state_route_time_and_count() {
         let (code, out, err) = whimp.cli(&all);
         assert_eq!(code, 0, "{err}");
         out.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["state"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     assert_eq!(ids(&["--state", "dead"]), ["dead"; 3]);
@@ -105,13 +132,22 @@ fn spool_list_filters_by_state_route_time_and_count() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("ID ") && lines[0].contains("STATE"), "{out}");
-    assert!(lines[1].contains("delivered") && lines[1].contains("route fine"), "{out}");
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("STATE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("delivered") && lines[1].contains("route fine"),
+        "{out}"
+    );
 
     let (code, out, err) = whimp.cli(&["spool", "purge", "--dead"]);
     assert_eq!((code, out.trim()), (0, "purged 3"), "{err}");
     harness::wait_for("the purge is logged", || {
-        whimp.daemon.output().contains("operator: dead messages purged")
+        whimp
+            .daemon
+            .output()
+            .contains("operator: dead messages purged")
     });
 }
 
@@ -136,7 +172,10 @@ fn spool_list_ends_quietly_when_its_reader_does() {
         .output()
         .unwrap();
     assert_eq!(
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).as_ref()),
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
         (Some(0), "")
     );
 }
@@ -158,9 +197,16 @@ fn spool_retry_attempts_a_retrying_message_now_and_delete_removes_one() {
     assert_eq!((code, out.trim()), (0, "requeued 1"), "{err}");
     wait_for("attempted again", || backend.count() == 2);
     wait_for("the retry is logged", || {
-        whimp.daemon.output().contains("operator: message set to be attempted now")
+        whimp
+            .daemon
+            .output()
+            .contains("operator: message set to be attempted now")
     });
-    assert!(whimp.daemon.output().contains(&id), "{}", whimp.daemon.output());
+    assert!(
+        whimp.daemon.output().contains(&id),
+        "{}",
+        whimp.daemon.output()
+    );
 
     wait_for("retrying again", || whimp.files("cur").len() == 1);
     let (code, out, err) = whimp.cli(&["spool", "delete", &id]);

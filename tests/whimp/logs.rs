@@ -35,14 +35,24 @@ fn json_log_lines_are_one_object_each_with_the_attempts_fields() {
         daemon.output().contains("\"message\":\"delivered\"")
     });
     for line in log_lines(&daemon) {
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        assert!(value["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
-        assert!(value["level"].is_string() && value["message"].is_string(), "{line}");
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            value["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{line}"
+        );
+        assert!(
+            value["level"].is_string() && value["message"].is_string(),
+            "{line}"
+        );
         assert!(value["fields"].is_object(), "{line}");
         if value["message"] == "delivered" {
             assert_eq!(value["level"], "info");
-            assert_eq!(value["fields"]["id"].as_str().map(str::len), Some(26), "{line}");
+            assert_eq!(
+                value["fields"]["id"].as_str().map(str::len),
+                Some(26),
+                "{line}"
+            );
             assert!(!value["fields"]["status"].is_null(), "{line}");
         }
     }

@@ -20,19 +20,30 @@ fn spool_show_json_is_the_status_api_answer() {
         &[],
         "x",
     ));
-    let other = whomp.submit(&envelope("POST", &format!("http://other.test:{port}/"), &[], "y"));
+    let other = whomp.submit(&envelope(
+        "POST",
+        &format!("http://other.test:{port}/"),
+        &[],
+        "y",
+    ));
     let status = whomp.wait_state(&id, "dead");
     whomp.wait_state(&other, "dead");
 
     let (code, out, err) = whomp.cli(&["spool", "show", "--json", &id]);
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(shown, status, "spool show --json and GET /v1/messages/{id} agree");
+    assert_eq!(
+        shown, status,
+        "spool show --json and GET /v1/messages/{id} agree"
+    );
     assert!(shown["attempts"][0]["at"].as_str().unwrap().ends_with('Z'));
 
     let (code, out, err) = whomp.cli(&["spool", "list", "--json", "--host", "other.test"]);
     assert_eq!(code, 0, "{err}");
-    let listed: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(listed.len(), 1, "{out}");
     assert_eq!(listed[0]["id"], other);
 }

@@ -130,7 +130,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
     let mut iter = words.into_iter();
     while let Some(word) = iter.next() {
         let (flag, inline) = match word.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
             _ => (word.clone(), None),
         };
         let mut value = |what: &str| {
@@ -191,11 +193,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
     let action = match words.as_slice() {
         [] => {
-            return no_spool_flags(Command::Run { config: need_config()? }, json, &filtered)
+            return no_spool_flags(
+                Command::Run {
+                    config: need_config()?,
+                },
+                json,
+                &filtered,
+            )
         }
         ["check-config"] => {
             return no_spool_flags(
-                Command::CheckConfig { config: need_config()? },
+                Command::CheckConfig {
+                    config: need_config()?,
+                },
                 json,
                 &filtered,
             )
@@ -209,9 +219,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
             return Err("spool purge needs --dead (the only thing it purges)".into())
         }
         ["spool", ..] => {
-            return Err(
-                "spool takes list, show ID, retry ID, delete ID or purge --dead".into(),
-            )
+            return Err("spool takes list, show ID, retry ID, delete ID or purge --dead".into())
         }
         [other, ..] => return Err(format!("unknown command {other:?}")),
     };
@@ -316,12 +324,20 @@ fn run_spool(
             writeln!(out, "purged 0")?;
             Ok(exit::OK)
         }
-        SpoolAction::Retry(id) => change(dir, admin, &format!("/spool/retry/{id}"), out, |s| async move {
-            crate::retry(&s, id).await
-        }),
-        SpoolAction::Delete(id) => change(dir, admin, &format!("/spool/delete/{id}"), out, |s| async move {
-            crate::delete(&s, id).await
-        }),
+        SpoolAction::Retry(id) => change(
+            dir,
+            admin,
+            &format!("/spool/retry/{id}"),
+            out,
+            |s| async move { crate::retry(&s, id).await },
+        ),
+        SpoolAction::Delete(id) => change(
+            dir,
+            admin,
+            &format!("/spool/delete/{id}"),
+            out,
+            |s| async move { crate::delete(&s, id).await },
+        ),
         SpoolAction::PurgeDead => change(dir, admin, "/spool/purge-dead", out, |s| async move {
             crate::purge_dead(&s).await
         }),
@@ -329,7 +345,14 @@ fn run_spool(
 }
 
 /// The header row of the table form of `spool list`.
-const HEADER: [&str; 6] = ["ID", "STATE", "ATTEMPTS", "NEXT-ATTEMPT", "TARGET", "LAST-ERROR"];
+const HEADER: [&str; 6] = [
+    "ID",
+    "STATE",
+    "ATTEMPTS",
+    "NEXT-ATTEMPT",
+    "TARGET",
+    "LAST-ERROR",
+];
 
 fn row(cells: [&str; 6]) -> String {
     let [id, state, attempts, next, target, error] = cells;
@@ -757,9 +780,19 @@ mod tests {
             parse_since("2026-11-23T11:35:36.123Z", now),
             Some(1_795_433_736_123)
         );
-        assert_eq!(parse_since("2026-11-23T11:35:36Z", now), Some(1_795_433_736_000));
+        assert_eq!(
+            parse_since("2026-11-23T11:35:36Z", now),
+            Some(1_795_433_736_000)
+        );
         assert_eq!(parse_since("30m", now), Some(now - 1_800_000));
-        for bad in ["", "yesterday", "2026-13-01", "2026-1-1", "2026-01-01T12:00", "30"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-1-1",
+            "2026-01-01T12:00",
+            "30",
+        ] {
             assert_eq!(parse_since(bad, now), None, "{bad}");
         }
     }

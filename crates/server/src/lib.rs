@@ -111,7 +111,11 @@ pub async fn retry(spool: &spool::Spool, id: &str) -> Answer {
     if changed == 0 {
         return Err(refusal(refused.ok_or_else(|| not_found(id))?));
     }
-    tracing::info!(id, copies = changed, "operator: message set to be attempted now");
+    tracing::info!(
+        id,
+        copies = changed,
+        "operator: message set to be attempted now"
+    );
     Ok(format!("requeued {changed}"))
 }
 
@@ -135,14 +139,20 @@ pub async fn purge_dead(spool: &spool::Spool) -> Answer {
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "operator: purging dead/ failed");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, format!("purge failed: {e}")))
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("purge failed: {e}"),
+            ))
         }
         Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "purge failed".into())),
     }
 }
 
 /// The keys `id` names in `spool` (see [`cli::keys_of`]), or why there are none.
-async fn operator_keys(spool: &spool::Spool, id: &str) -> Result<Vec<spool::Key>, (StatusCode, String)> {
+async fn operator_keys(
+    spool: &spool::Spool,
+    id: &str,
+) -> Result<Vec<spool::Key>, (StatusCode, String)> {
     if let Err(e) = id.parse::<spool::Key>() {
         return Err((StatusCode::BAD_REQUEST, e.to_string()));
     }

@@ -695,7 +695,10 @@ impl Spool {
             source,
         };
         let mut removed = None;
-        for (folder, state) in [(Folder::Dead, State::Dead), (Folder::Done, State::Delivered)] {
+        for (folder, state) in [
+            (Folder::Dead, State::Dead),
+            (Folder::Done, State::Delivered),
+        ] {
             match fs::remove_file(root.join(folder.name()).join(key.to_string())) {
                 Ok(()) => {
                     removed = Some((folder, state));

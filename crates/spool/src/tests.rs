@@ -556,19 +556,30 @@ fn enqueueing_in_a_loop_without_fsync_leaves_room_for_other_tasks() {
 #[test]
 fn a_directory_that_is_not_a_spool_lists_empty() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(offline::snapshot(&dir.path().join("never")).unwrap(), vec![]);
-    assert_eq!(offline::find(&dir.path().join("never"), key_of("a")).unwrap(), None);
+    assert_eq!(
+        offline::snapshot(&dir.path().join("never")).unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        offline::find(&dir.path().join("never"), unknown_key()).unwrap(),
+        None
+    );
 }
 
-fn key_of(_: &str) -> Key {
+/// A key no spool has.
+fn unknown_key() -> Key {
     Key::new(Spool::new_id(), 0)
 }
 
 /// Moves a message between folders while it is being listed, as a running daemon does.
-async fn listed_while_moving(from: (&str, &str), to: (&str, &str), when: &str) -> Vec<(Key, State)> {
+async fn listed_while_moving(
+    from: (&str, &str),
+    to: (&str, &str),
+    when: &str,
+) -> Vec<(Key, State)> {
     let c = check();
     let key = c.put("m").await;
-    let other = c.put("n").await;
+    c.put("n").await; // one that holds still
     let (from_dir, to_dir) = (c.root.join(from.0), c.root.join(to.0));
     let name = |pattern: &str, key: Key| pattern.replace("KEY", &key.to_string());
     fs::rename(
@@ -580,12 +591,15 @@ async fn listed_while_moving(from: (&str, &str), to: (&str, &str), when: &str) -
     let seen = offline::snapshot_with(&c.root, |folder| {
         if folder == when && !moved {
             moved = true;
-            fs::rename(from_dir.join(name(from.1, key)), to_dir.join(name(to.1, key))).unwrap();
+            fs::rename(
+                from_dir.join(name(from.1, key)),
+                to_dir.join(name(to.1, key)),
+            )
+            .unwrap();
         }
     })
     .unwrap();
     assert!(moved);
-    let _ = other;
     seen.into_iter().map(|s| (s.key, s.state)).collect()
 }
 
@@ -637,10 +651,13 @@ async fn retry_now_makes_a_retrying_message_due_and_requeues_a_dead_one() {
     // Claimed right now: refused; delivered: nothing to retry; unknown: not found.
     assert!(matches!(c.spool.retry_now(a).await, Err(ChangeError::InFlight(k)) if k == a));
     for claim in due {
-        c.spool.finish(claim, None, Outcome::Delivered).await.unwrap();
+        c.spool
+            .finish(claim, None, Outcome::Delivered)
+            .await
+            .unwrap();
     }
     assert!(matches!(c.spool.retry_now(a).await, Err(ChangeError::Delivered(k)) if k == a));
-    let unknown = key_of("x");
+    let unknown = unknown_key();
     let err = c.spool.retry_now(unknown).await.unwrap_err();
     assert_eq!(err.to_string(), format!("no message {unknown}"));
 }
@@ -653,7 +670,9 @@ async fn delete_removes_one_message_wherever_it_is() {
     let dead = c.put("d").await;
     for claim in c.spool.claim_due(now_ms(), 10) {
         let outcome = match claim.key {
-            k if k == retrying => Outcome::Retry { due_ms: now_ms() + 60_000 },
+            k if k == retrying => Outcome::Retry {
+                due_ms: now_ms() + 60_000,
+            },
             k if k == dead => Outcome::Dead,
             _ => {
                 c.spool.release(claim);
@@ -666,7 +685,11 @@ async fn delete_removes_one_message_wherever_it_is() {
     assert_eq!(c.spool.delete(dead).await.unwrap(), State::Dead);
     assert_eq!(c.spool.delete(queued).await.unwrap(), State::Queued);
     for folder in ["new", "cur", "dead"] {
-        assert!(c.names(folder).is_empty(), "{folder}: {:?}", c.names(folder));
+        assert!(
+            c.names(folder).is_empty(),
+            "{folder}: {:?}",
+            c.names(folder)
+        );
     }
     assert_eq!(c.spool.counts(), Counts::default());
     assert!(c.spool.claim_due(now_ms() + 120_000, 10).is_empty());
