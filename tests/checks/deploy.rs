@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::{
-    daemon, exported_metrics, metrics_in, printed, read, repo, run, run_ok, tool,
+    daemon, exported_metrics, in_ci, metrics_in, printed, read, repo, run, run_ok, tool,
 };
 
 /// Metrics the alert rules use that the daemons do not export yet; proposed in docs/operate.md.
@@ -381,6 +381,7 @@ fn shell_scripts_parse() {
         "deploy/build-static.sh",
         "examples/walkthrough.sh",
         ".ci/setup/deploy.sh",
+        ".ci/setup/musl.sh",
     ] {
         run_ok(Command::new("bash").arg("-n").arg(repo().join(script)));
     }
@@ -408,4 +409,60 @@ fn static_build_is_possible_here() {
         printed(&output),
         "build-static: unknown argument --bogus (try --help)\n"
     );
+}
+
+/// The Rust target the shipped static binaries are built for.
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+#[test]
+fn static_musl_binaries_build_and_run() {
+    let test = "static_musl_binaries_build_and_run";
+    if tool("musl-gcc", "musl-tools", test).is_none() {
+        return;
+    }
+    let installed = run_ok(Command::new("rustup").args(["target", "list", "--installed"]));
+    if !printed(&installed).lines().any(|l| l.trim() == MUSL) {
+        assert!(
+            !in_ci(),
+            "the Rust target {MUSL} is not installed (.ci/setup/musl.sh installs it)"
+        );
+        eprintln!("SKIPPED {test}: the Rust target {MUSL} is not installed");
+        return;
+    }
+    // The whole build, as an operator runs it: a release build of both binaries for musl (a few
+    // minutes on two cores), then the script's own proof that each is static and runs.
+    let output = run_ok(
+        Command::new("bash")
+            .arg(repo().join("deploy/build-static.sh"))
+            .env("TARGET", MUSL),
+    );
+    let text = printed(&output);
+    assert!(text.contains("build-static: ok"), "{text}");
+    for name in ["whimp", "whomp"] {
+        let binary = repo().join("target").join(MUSL).join("release").join(name);
+        let file = run_ok(Command::new("file").arg("-b").arg(&binary));
+        let kind = printed(&file);
+        assert!(
+            kind.contains("statically linked") || kind.contains("static-pie linked"),
+            "{name}: {kind}"
+        );
+        let ldd = run(Command::new("ldd").arg(&binary));
+        assert!(
+            !ldd.status.success() || printed(&ldd).contains("statically linked"),
+            "{name}: {}",
+            printed(&ldd)
+        );
+        // It runs, and does real work: it reads and checks the shipped config.
+        let check = run_ok(
+            Command::new(&binary)
+                .arg("check-config")
+                .arg("--config")
+                .arg(repo().join(format!("config/{name}.yaml"))),
+        );
+        assert!(
+            printed(&check).contains(": ok ("),
+            "{name}: {}",
+            printed(&check)
+        );
+    }
 }

@@ -46,7 +46,7 @@ pub(crate) fn demo_receiver() -> PathBuf {
 }
 
 /// Whether the tests run in CI, where a missing tool is a failure rather than a skip.
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 

@@ -150,7 +150,10 @@ fn gone_dead_letters_at_once_and_spool_retry_brings_it_back() {
     assert_eq!(backend.count(), 2);
     let (code, _, err) = whimp.cli(&["spool", "retry", &id]);
     assert_eq!(code, 1);
-    assert!(err.contains("is not a dead message"), "{err}");
+    assert!(
+        err.contains("is delivered; there is nothing to retry"),
+        "{err}"
+    );
 }
 
 #[test]

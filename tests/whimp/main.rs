@@ -2,9 +2,11 @@
 //! One test binary with modules (STYLE 17), so it links once.
 
 mod accept;
+mod cli;
 mod conns;
 mod faults;
 mod forward;
+mod logs;
 mod ops;
 mod secrets;
 mod soak;

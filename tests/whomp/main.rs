@@ -3,6 +3,7 @@
 //! targets, DNS rebinding) re-run themselves inside a network namespace that has only loopback
 //! when `unshare -n` works, so nothing can leak out. One test binary with modules (STYLE 17).
 
+mod cli;
 mod conns;
 mod delivery;
 mod isolated;

@@ -78,6 +78,12 @@ impl Daemon for Whimp {
         describe(head)
     }
 
+    const DESTINATION: &'static str = "route";
+
+    fn destination(head: &[u8]) -> Option<String> {
+        route_of(head)
+    }
+
     async fn serve(path: PathBuf, config: Self::Config) -> Result<(), StartError> {
         run(path, config).await
     }
@@ -85,15 +91,16 @@ impl Daemon for Whimp {
 
 /// A short name of what a stored whimp file is for (`spool list` target column): its route.
 pub fn describe(head: &[u8]) -> String {
-    match httpmsg::parse_head(head) {
-        Ok((head, _)) => head
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(ingress::meta::ROUTE))
-            .map(|(_, v)| format!("route {}", String::from_utf8_lossy(v)))
-            .unwrap_or_else(|| "?".into()),
-        Err(_) => "?".into(),
-    }
+    route_of(head).map_or_else(|| "?".into(), |route| format!("route {route}"))
+}
+
+/// The name of the route a stored whimp file came in on (`spool list --route`).
+pub fn route_of(head: &[u8]) -> Option<String> {
+    let (head, _) = httpmsg::parse_head(head).ok()?;
+    head.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(ingress::meta::ROUTE))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Runs whimp with `config` (read from `config_path`, which SIGHUP re-reads) until SIGTERM.

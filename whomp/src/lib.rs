@@ -291,6 +291,12 @@ impl Daemon for Whomp {
         stored::describe(head)
     }
 
+    const DESTINATION: &'static str = "host";
+
+    fn destination(head: &[u8]) -> Option<String> {
+        stored::host_of(head)
+    }
+
     async fn serve(path: PathBuf, config: Self::Config) -> Result<(), StartError> {
         serve(path, config).await
     }

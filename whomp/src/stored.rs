@@ -204,6 +204,13 @@ pub fn describe(head: &[u8]) -> String {
     }
 }
 
+/// The host a stored message is for (`spool list --host`), normalised as pre-flight does.
+pub fn host_of(head: &[u8]) -> Option<String> {
+    let (head, _) = httpmsg::parse_head_with(head, &READ_LIMITS).ok()?;
+    let target = netguard::parse_target(&head.target).ok()?;
+    Some(target.host.to_string())
+}
+
 /// Whether a field name is whomp metadata.
 pub fn is_meta(name: &str) -> bool {
     name.len() >= meta::PREFIX.len()

@@ -55,6 +55,7 @@ pub struct Log {
     pub level: LogLevel,
     pub syslog: bool,
     pub facility: Facility,
+    pub format: LogFormat,
 }
 
 impl Default for Log {
@@ -63,8 +64,19 @@ impl Default for Log {
             level: LogLevel::Info,
             syslog: false,
             facility: Facility::Daemon,
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How a log line is written; default `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `tracing`'s readable lines: `INFO delivered id=... status=200`.
+    Text,
+    /// One JSON object per line, `{"time", "level", "message", "fields"}`, for log shippers.
+    Json,
 }
 
 /// The most detailed log level written; default `info`.
@@ -169,6 +181,7 @@ pub(crate) struct RawLog {
     level: Option<Word<LogLevel>>,
     syslog: Option<Flag>,
     facility: Option<Word<Facility>>,
+    format: Option<Word<LogFormat>>,
 }
 
 /// Both the global `retry` and a route's partial override: every field optional.
@@ -247,6 +260,7 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
         level: raw.level.and_then(|w| w.0).unwrap_or(default.level),
         syslog: raw.syslog.and_then(|f| f.0).unwrap_or(default.syslog),
         facility: raw.facility.and_then(|w| w.0).unwrap_or(default.facility),
+        format: raw.format.and_then(|w| w.0).unwrap_or(default.format),
     }
 }
 

@@ -19,9 +19,9 @@ pub mod whomp;
 
 use std::path::Path;
 
-pub use common::{Admin, Facility, Listener, Log, LogLevel, Retry, Spool, Tls};
+pub use common::{Admin, Facility, Listener, Log, LogFormat, LogLevel, Retry, Spool, Tls};
 pub use error::{ConfigError, Location, Problem};
-pub use value::Secret;
+pub use value::{parse_duration, Secret};
 
 /// Reads and validates a whimp config file.
 pub fn load_whimp(path: &Path) -> Result<whimp::Config, ConfigError> {

@@ -157,7 +157,7 @@ impl<V> Default for UniqueMap<V> {
 pub(crate) struct TokenList(pub(crate) Vec<String>);
 
 /// Parses a duration; the error is the whole message shown to the operator.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const GENERAL: &str = "expected a number and a unit (ms, s, m, h, d), e.g. \"30s\"";
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())

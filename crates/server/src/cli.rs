@@ -2,9 +2,12 @@
 //!
 //! Parsing is a few lines of matching, not a framework: the grammar is small and fixed, and
 //! the help text below is the documentation of it. Spool commands work with or without the
-//! daemon running: reads go straight to the directory; changes take the spool's lock, or, when
-//! the daemon holds it, go through the daemon's admin listener so its schedule learns of them.
+//! daemon running: reads go straight to the directory (a consistent listing, each message once,
+//! see [`spool::offline`]); changes take the spool's lock, or, when the daemon holds it, go
+//! through the daemon's admin listener so its schedule learns of them (and its log shows them).
+//! Output ends quietly when its reader does (`spool list | head`).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spool::offline::{self, Listed};
-use spool::{Key, Spool};
+use spool::{CurName, Key, Spool, State};
+
+pub use telemetry::rfc3339;
 
 /// Exit codes (sysexits-style), documented in the README.
 pub mod exit {
@@ -50,22 +55,52 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpoolAction {
-    List,
+    List(Filter),
     Show(String),
     Retry(String),
+    Delete(String),
     PurgeDead,
 }
 
-/// The help text; `{name}` is the program's name.
-pub fn usage(name: &str) -> String {
+/// Which messages `spool list` shows; every field narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub state: Option<State>,
+    /// The route (whimp) or host (whomp) a message is for, as [`Reader::destination`] finds it.
+    pub destination: Option<String>,
+    /// Only messages that arrived at or after this time, ms since the epoch.
+    pub since_ms: Option<u64>,
+    /// At most this many messages.
+    pub limit: Option<usize>,
+}
+
+/// How a daemon reads its stored files for the CLI.
+pub struct Reader<'a> {
+    /// The `target` column of `spool list`, from the start of a stored file.
+    pub describe: &'a dyn Fn(&[u8]) -> String,
+    /// The route (whimp) or host (whomp) a stored file is for, matched by `--route` / `--host`.
+    pub destination: &'a dyn Fn(&[u8]) -> Option<String>,
+}
+
+/// The help text; `{name}` is the program's name, `{dest}` what `spool list` filters targets
+/// by (`route` for whimp, `host` for whomp).
+pub fn usage(name: &str, dest: &str) -> String {
+    let upper = dest.to_ascii_uppercase();
     format!(
         "\
 usage:
   {name} --config FILE                     run the daemon
   {name} check-config --config FILE        validate FILE; print file:line:column: problems
-  {name} spool list --config FILE [--json] every message: id, state, attempts, next attempt, target, last error
-  {name} spool show --config FILE ID       the stored message and its attempts
-  {name} spool retry --config FILE ID      re-queue a dead message (all copies if ID is a bare id)
+  {name} spool list --config FILE [--json] [--state STATE] [--{dest} {upper}] [--since TIME] [--limit N]
+                                        messages (each once, oldest first): id, state, attempts,
+                                        next attempt, target, last error; STATE is queued,
+                                        retrying, delivered or dead; TIME is 2026-01-31,
+                                        2026-01-31T12:00:00Z or a duration ago (30m, 2h, 7d)
+  {name} spool show --config FILE [--json] ID
+                                        the stored message and its attempts
+  {name} spool retry --config FILE ID      attempt now: re-queue a dead message, or make a
+                                        retrying one due (all copies if ID is a bare id)
+  {name} spool delete --config FILE ID     delete one message (all copies if ID is a bare id)
   {name} spool purge --config FILE --dead  delete every dead message
   {name} --version | --help
 
@@ -75,8 +110,9 @@ exit codes: 0 ok, 1 operation failed, 64 bad usage or config, 69 spool locked or
     )
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+/// Parses the arguments after the program name; `dest` is the daemon's target filter
+/// (`route` or `host`, taken as `--route` or `--host`).
+pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Command, String> {
     let mut words = Vec::new();
     for arg in args {
         words.push(
@@ -84,22 +120,66 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 .map_err(|a| format!("argument {a:?} is not UTF-8"))?,
         );
     }
+    let dest_flag = format!("--{dest}");
     let mut config = None;
     let mut json = false;
     let mut dead = false;
+    let mut filter = Filter::default();
+    let mut filtered = None;
     let mut positional = Vec::new();
     let mut iter = words.into_iter();
     while let Some(word) = iter.next() {
-        match word.as_str() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (word.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| iter.next())
+                .ok_or_else(|| format!("{flag} needs {what}"))
+        };
+        match flag.as_str() {
             "-h" | "--help" | "help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "-c" | "--config" => {
-                config = Some(PathBuf::from(iter.next().ok_or("--config needs a file")?));
-            }
+            "-c" | "--config" => config = Some(PathBuf::from(value("a file")?)),
             "--json" => json = true,
             "--dead" => dead = true,
-            w if w.starts_with("--config=") => {
-                config = Some(PathBuf::from(&w["--config=".len()..]))
+            "--state" => {
+                let v = value("a state")?;
+                filter.state = Some(match v.as_str() {
+                    "queued" => State::Queued,
+                    "retrying" => State::Retrying,
+                    "delivered" => State::Delivered,
+                    "dead" => State::Dead,
+                    _ => {
+                        return Err(format!(
+                            "--state {v:?}: use queued, retrying, delivered or dead"
+                        ))
+                    }
+                });
+                filtered = Some(flag.clone());
+            }
+            f if f == dest_flag => {
+                filter.destination = Some(value(&format!("a {dest}"))?);
+                filtered = Some(flag.clone());
+            }
+            "--since" => {
+                let v = value("a time")?;
+                filter.since_ms = Some(parse_since(&v, spool::now_ms()).ok_or_else(|| {
+                    format!("--since {v:?}: use 2026-01-31, 2026-01-31T12:00:00Z or a duration such as 30m, 2h, 7d")
+                })?);
+                filtered = Some(flag.clone());
+            }
+            "--limit" => {
+                let v = value("a number")?;
+                filter.limit = Some(
+                    v.parse()
+                        .map_err(|_| format!("--limit {v:?}: use a whole number"))?,
+                );
+                filtered = Some(flag.clone());
             }
             w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             _ => positional.push(word),
@@ -111,57 +191,74 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             .ok_or_else(|| "--config FILE is required".to_owned())
     };
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
-    let command = match words.as_slice() {
-        [] => Command::Run {
-            config: need_config()?,
-        },
-        ["check-config"] => Command::CheckConfig {
-            config: need_config()?,
-        },
-        ["spool", "list"] => Command::Spool {
-            config: need_config()?,
-            action: SpoolAction::List,
-            json,
-        },
-        ["spool", "show", id] => Command::Spool {
-            config: need_config()?,
-            action: SpoolAction::Show((*id).into()),
-            json,
-        },
-        ["spool", "retry", id] => Command::Spool {
-            config: need_config()?,
-            action: SpoolAction::Retry((*id).into()),
-            json,
-        },
-        ["spool", "purge"] if dead => Command::Spool {
-            config: need_config()?,
-            action: SpoolAction::PurgeDead,
-            json,
-        },
+    let action = match words.as_slice() {
+        [] => {
+            return no_spool_flags(
+                Command::Run {
+                    config: need_config()?,
+                },
+                json,
+                &filtered,
+            )
+        }
+        ["check-config"] => {
+            return no_spool_flags(
+                Command::CheckConfig {
+                    config: need_config()?,
+                },
+                json,
+                &filtered,
+            )
+        }
+        ["spool", "list"] => SpoolAction::List(filter),
+        ["spool", "show", id] => SpoolAction::Show((*id).into()),
+        ["spool", "retry", id] => SpoolAction::Retry((*id).into()),
+        ["spool", "delete", id] => SpoolAction::Delete((*id).into()),
+        ["spool", "purge"] if dead => SpoolAction::PurgeDead,
         ["spool", "purge"] => {
             return Err("spool purge needs --dead (the only thing it purges)".into())
         }
-        ["spool", ..] => return Err("spool takes list, show ID, retry ID or purge --dead".into()),
+        ["spool", ..] => {
+            return Err("spool takes list, show ID, retry ID, delete ID or purge --dead".into())
+        }
         [other, ..] => return Err(format!("unknown command {other:?}")),
     };
-    if json && !matches!(command, Command::Spool { .. }) {
-        return Err("--json goes with spool commands".into());
+    if let (Some(flag), false) = (&filtered, matches!(action, SpoolAction::List(_))) {
+        return Err(format!("{flag} goes with spool list"));
     }
-    Ok(command)
+    Ok(Command::Spool {
+        config: need_config()?,
+        action,
+        json,
+    })
+}
+
+fn no_spool_flags(
+    command: Command,
+    json: bool,
+    filtered: &Option<String>,
+) -> Result<Command, String> {
+    match (json, filtered) {
+        (true, _) => Err("--json goes with spool commands".into()),
+        (_, Some(flag)) => Err(format!("{flag} goes with spool list")),
+        _ => Ok(command),
+    }
 }
 
 /// Runs a spool subcommand against `dir`; `admin` is the daemon's admin listener (used when the
-/// daemon holds the lock); `describe` names a message's target from its file's bytes.
+/// daemon holds the lock); `reader` reads the daemon's stored files.
 pub fn spool_command(
     action: &SpoolAction,
     json: bool,
     dir: &Path,
     admin: SocketAddr,
-    describe: &dyn Fn(&[u8]) -> String,
+    reader: &Reader<'_>,
     out: &mut dyn Write,
 ) -> u8 {
-    match run_spool(action, json, dir, admin, describe, out) {
+    match run_spool(action, json, dir, admin, reader, out) {
         Ok(code) => code,
+        // The reader went away (`| head`): what it wanted, it got.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
             eprintln!("error: {e}");
             exit::IO
@@ -174,35 +271,15 @@ fn run_spool(
     json: bool,
     dir: &Path,
     admin: SocketAddr,
-    describe: &dyn Fn(&[u8]) -> String,
+    reader: &Reader<'_>,
     out: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    if !dir.join("new").is_dir() {
-        eprintln!("error: {} is not a spool (no new/ folder)", dir.display());
-        return Ok(exit::IO);
-    }
+    // A spool the daemon never created holds no messages: list it empty, find nothing in it,
+    // and leave the directory uncreated.
+    let is_spool = dir.join("new").is_dir();
     match action {
-        SpoolAction::List => {
-            offline::list(dir, |listed| {
-                let target = target_of(&listed, describe);
-                if json {
-                    writeln!(out, "{}", listing_json(&listed, &target))
-                } else {
-                    writeln!(
-                        out,
-                        "{}  {:<9}  {:>3}  {:<24}  {}  {}",
-                        listed.key,
-                        listed.state.as_str(),
-                        listed.attempts,
-                        listed
-                            .next_attempt_ms
-                            .map(rfc3339)
-                            .unwrap_or_else(|| "-".into()),
-                        target,
-                        listed.last_error.as_deref().unwrap_or("")
-                    )
-                }
-            })?;
+        SpoolAction::List(filter) => {
+            list(dir, filter, json, reader, out)?;
             Ok(exit::OK)
         }
         SpoolAction::Show(id) => {
@@ -215,7 +292,20 @@ fn run_spool(
                 let Some(listed) = offline::find(dir, key)? else {
                     continue;
                 };
-                let target = target_of(&listed, describe);
+                let head = read_head(&listed, dir);
+                // Records written before targets were cut to their origin are cut here.
+                let attempts: Vec<_> = offline::attempts(dir, key)
+                    .into_iter()
+                    .map(|mut attempt| {
+                        attempt.target = delivery::origin(&attempt.target);
+                        attempt
+                    })
+                    .collect();
+                let target = target_of(&listed, &head, reader);
+                if json {
+                    writeln!(out, "{}", status_json(&listed, &head, &target, &attempts))?;
+                    continue;
+                }
                 writeln!(out, "{}", listing_json(&listed, &target))?;
                 let bytes = std::fs::read(&listed.path)?;
                 out.write_all(&bytes)?;
@@ -223,9 +313,7 @@ fn run_spool(
                     writeln!(out)?;
                 }
                 writeln!(out, "--- attempts of {key}")?;
-                for mut attempt in offline::attempts(dir, key) {
-                    // Records written before targets were cut to their origin.
-                    attempt.target = delivery::origin(&attempt.target);
+                for attempt in attempts {
                     writeln!(
                         out,
                         "{}",
@@ -235,34 +323,114 @@ fn run_spool(
             }
             Ok(exit::OK)
         }
-        SpoolAction::Retry(id) => change(dir, admin, &format!("/spool/retry/{id}"), out, |spool| {
-            let keys = dead_keys(dir, id)?;
-            if keys.is_empty() {
-                return Ok(Err(format!("{id} is not a dead message")));
-            }
-            let rt = runtime()?;
-            for key in &keys {
-                rt.block_on(spool.requeue(*key))
-                    .map_err(std::io::Error::other)?;
-            }
-            Ok(Ok(format!("requeued {}", keys.len())))
-        }),
-        SpoolAction::PurgeDead => change(dir, admin, "/spool/purge-dead", out, |spool| {
-            Ok(Ok(format!("purged {}", spool.purge_dead()?)))
+        SpoolAction::Retry(id) | SpoolAction::Delete(id) if !is_spool => {
+            eprintln!("error: no message {id} in {}", dir.display());
+            Ok(exit::FAILED)
+        }
+        SpoolAction::PurgeDead if !is_spool => {
+            writeln!(out, "purged 0")?;
+            Ok(exit::OK)
+        }
+        SpoolAction::Retry(id) => change(
+            dir,
+            admin,
+            &format!("/spool/retry/{id}"),
+            out,
+            |s| async move { crate::retry(&s, id).await },
+        ),
+        SpoolAction::Delete(id) => change(
+            dir,
+            admin,
+            &format!("/spool/delete/{id}"),
+            out,
+            |s| async move { crate::delete(&s, id).await },
+        ),
+        SpoolAction::PurgeDead => change(dir, admin, "/spool/purge-dead", out, |s| async move {
+            crate::purge_dead(&s).await
         }),
     }
 }
 
+/// The header row of the table form of `spool list`.
+const HEADER: [&str; 6] = [
+    "ID",
+    "STATE",
+    "ATTEMPTS",
+    "NEXT-ATTEMPT",
+    "TARGET",
+    "LAST-ERROR",
+];
+
+fn row(cells: [&str; 6]) -> String {
+    let [id, state, attempts, next, target, error] = cells;
+    format!("{id:<26}  {state:<9}  {attempts:>8}  {next:<24}  {target}  {error}")
+        .trim_end()
+        .to_owned()
+}
+
+fn list(
+    dir: &Path,
+    filter: &Filter,
+    json: bool,
+    reader: &Reader<'_>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if !json {
+        writeln!(out, "{}", row(HEADER))?;
+    }
+    let mut shown = 0;
+    for seen in offline::snapshot(dir)? {
+        if filter.limit.is_some_and(|limit| shown >= limit) {
+            break;
+        }
+        if filter.state.is_some_and(|s| s != seen.state)
+            || filter.since_ms.is_some_and(|t| seen.key.arrived_ms() < t)
+        {
+            continue;
+        }
+        let listed = offline::describe(dir, &seen);
+        let head = read_head(&listed, dir);
+        if let Some(wanted) = &filter.destination {
+            if (reader.destination)(&head).as_deref() != Some(wanted.as_str()) {
+                continue;
+            }
+        }
+        let target = target_of(&listed, &head, reader);
+        if json {
+            writeln!(out, "{}", listing_json(&listed, &target))?;
+        } else {
+            let next = listed.next_attempt_ms.map(rfc3339);
+            writeln!(
+                out,
+                "{}",
+                row([
+                    &listed.key.to_string(),
+                    listed.state.as_str(),
+                    &listed.attempts.to_string(),
+                    next.as_deref().unwrap_or("-"),
+                    &target,
+                    listed.last_error.as_deref().unwrap_or(""),
+                ])
+            )?;
+        }
+        shown += 1;
+    }
+    Ok(())
+}
+
 /// Applies a change under the spool's lock, or asks the running daemon to.
-fn change(
+fn change<F>(
     dir: &Path,
     admin: SocketAddr,
     admin_path: &str,
     out: &mut dyn Write,
-    apply: impl FnOnce(&Spool) -> std::io::Result<Result<String, String>>,
-) -> std::io::Result<u8> {
+    apply: impl FnOnce(Spool) -> F,
+) -> std::io::Result<u8>
+where
+    F: std::future::Future<Output = crate::Answer>,
+{
     let result = match Spool::open(dir, spool::Options::default()) {
-        Ok(spool) => apply(&spool)?,
+        Ok(spool) => runtime()?.block_on(apply(spool)).map_err(|(_, why)| why),
         Err(spool::OpenError::Locked { pid, .. }) => {
             match admin_post(running_admin(dir).unwrap_or(admin), admin_path) {
                 Ok((200, body)) => Ok(body.trim().to_owned()),
@@ -308,41 +476,56 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The keys an id names: one key, or every copy of a fanned-out message.
-fn keys_of(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
-    if let Ok(key) = id.parse::<Key>() {
-        if key.copy() != 0 || offline::find(dir, key)?.is_some() {
-            return Ok(vec![key]);
-        }
-        let ulid = key.id();
-        let mut keys = Vec::new();
-        for copy in 1..=u8::MAX {
-            let k = Key::new(ulid, copy);
-            match offline::find(dir, k)? {
-                Some(_) => keys.push(k),
-                None => break,
-            }
-        }
-        return Ok(keys);
+/// The keys an id names: that key if the spool has it, or, for a bare id, every copy of a
+/// fanned-out message it has. Empty if it has none, or `id` is not a message id.
+pub fn keys_of(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
+    let Ok(key) = id.parse::<Key>() else {
+        return Ok(Vec::new());
+    };
+    let ulid = key.id();
+    let cur: HashSet<Key> = match std::fs::read_dir(dir.join("cur")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| CurName::parse(&name).map(|c| c.key))
+            .filter(|k| k.id() == ulid)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+        Err(e) => return Err(e),
+    };
+    let present = |k: &Key| {
+        cur.contains(k)
+            || ["new", "done", "dead"]
+                .iter()
+                .any(|f| dir.join(f).join(k.to_string()).exists())
+    };
+    if present(&key) {
+        return Ok(vec![key]);
     }
-    Ok(Vec::new())
-}
-
-/// The keys of `id` that are in `dead/`.
-pub fn dead_keys(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
-    Ok(keys_of(dir, id)?
-        .into_iter()
-        .filter(|k| dir.join("dead").join(k.to_string()).exists())
+    if key.copy() != 0 {
+        return Ok(Vec::new());
+    }
+    Ok((1..=u8::MAX)
+        .map(|copy| Key::new(ulid, copy))
+        .filter(present)
         .collect())
 }
 
-fn target_of(listed: &Listed, describe: &dyn Fn(&[u8]) -> String) -> String {
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(&listed.path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    head.truncate(n);
-    let base = describe(&head);
+/// The start of a listed message's file (up to 64 KiB); looked up again if it moved since it
+/// was listed, empty if it is gone.
+fn read_head(listed: &Listed, dir: &Path) -> Vec<u8> {
+    let read = |path: &Path| -> Option<Vec<u8>> {
+        let mut head = vec![0u8; 64 * 1024];
+        let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+        head.truncate(n);
+        Some(head)
+    };
+    read(&listed.path)
+        .or_else(|| read(&offline::find(dir, listed.key).ok()??.path))
+        .unwrap_or_default()
+}
+
+fn target_of(listed: &Listed, head: &[u8], reader: &Reader<'_>) -> String {
+    let base = (reader.describe)(head);
     match listed.key.copy() {
         0 => base,
         n => format!("{base}#{n}"),
@@ -357,6 +540,46 @@ fn listing_json(listed: &Listed, target: &str) -> String {
         "next_attempt_at": listed.next_attempt_ms.map(rfc3339),
         "target": target,
         "last_error": listed.last_error,
+    })
+    .to_string()
+}
+
+/// `spool show --json`: one message in the shape of whomp's status API
+/// (`GET /v1/messages/<id>`), the method from the stored request line. The URL is shown as its
+/// origin only, like everywhere else: whomp's destination as `scheme://host:port`; whimp's
+/// request line holds the route's secret path, so it shows the listing's `route <name>`.
+fn status_json(listed: &Listed, head: &[u8], target: &str, attempts: &[spool::Attempt]) -> String {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_ascii_whitespace();
+    let (method, url) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let url = if url.contains("://") {
+        delivery::origin(url)
+    } else {
+        target.to_owned()
+    };
+    let records: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "at": rfc3339(a.at_ms),
+                "target": a.target,
+                "status": a.status,
+                "error": a.error,
+                "duration_ms": a.duration_ms,
+                "excerpt": a.excerpt,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": listed.key.to_string(),
+        "state": listed.state.as_str(),
+        "method": method,
+        "url": url,
+        "attempt_count": listed.attempts,
+        "next_attempt_at": listed.next_attempt_ms.map(rfc3339),
+        "last_error": listed.last_error,
+        "attempts": records,
     })
     .to_string()
 }
@@ -384,27 +607,49 @@ fn admin_post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// `2026-11-23T11:35:36.123Z` from ms since the epoch.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+/// `--since`: a date (`2026-01-31`), a UTC time (`2026-01-31T12:00:00Z`, fractions allowed), or
+/// a duration before `now_ms` (`30m`); ms since the epoch.
+fn parse_since(text: &str, now_ms: u64) -> Option<u64> {
+    if let Ok(ago) = config::parse_duration(text) {
+        return Some(now_ms.saturating_sub(ago.as_millis() as u64));
+    }
+    let (date, time) = match text.split_once('T') {
+        Some((date, time)) => (date, Some(time.strip_suffix('Z')?)),
+        None => (text, None),
+    };
+    let num = |s: &str, len: usize| -> Option<i64> {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut ms = 0;
+    if let Some(time) = time {
+        let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+        let mut t = clock.split(':');
+        let (h, min, s) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
+        if t.next().is_some() || h > 23 || min > 59 || s > 60 {
+            return None;
+        }
+        let frac = match fraction {
+            "" => 0,
+            f if f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{f:0<3}")[..3].parse::<i64>().ok()?
+            }
+            _ => return None,
+        };
+        ms = ((h * 60 + min) * 60 + s) * 1000 + frac;
+    }
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000 + ms).ok()
 }
 
 #[cfg(test)]
@@ -412,7 +657,15 @@ mod tests {
     use super::*;
 
     fn check(args: &str) -> Result<Command, String> {
-        parse(args.split_whitespace().map(OsString::from))
+        parse(args.split_whitespace().map(OsString::from), "route")
+    }
+
+    fn list(filter: Filter, json: bool) -> Result<Command, String> {
+        Ok(Command::Spool {
+            config: PathBuf::from("w.yaml"),
+            action: SpoolAction::List(filter),
+            json,
+        })
     }
 
     #[test]
@@ -426,17 +679,21 @@ mod tests {
         );
         assert_eq!(
             check("spool list --config w.yaml --json"),
-            Ok(Command::Spool {
-                config: c(),
-                action: SpoolAction::List,
-                json: true
-            })
+            list(Filter::default(), true)
         );
         assert_eq!(
             check("spool retry 01FD5BKAC5EEJ6HA8KPXT5QV4Y --config w.yaml"),
             Ok(Command::Spool {
                 config: c(),
                 action: SpoolAction::Retry("01FD5BKAC5EEJ6HA8KPXT5QV4Y".into()),
+                json: false
+            })
+        );
+        assert_eq!(
+            check("spool delete 01FD5BKAC5EEJ6HA8KPXT5QV4Y.2 --config w.yaml"),
+            Ok(Command::Spool {
+                config: c(),
+                action: SpoolAction::Delete("01FD5BKAC5EEJ6HA8KPXT5QV4Y.2".into()),
                 json: false
             })
         );
@@ -453,6 +710,59 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_list_filters() {
+        assert_eq!(
+            check(
+                "spool list --config w.yaml --state dead --route paypal \
+                 --since 2026-01-31T12:00:00Z --limit=20"
+            ),
+            list(
+                Filter {
+                    state: Some(State::Dead),
+                    destination: Some("paypal".into()),
+                    since_ms: Some(1_769_860_800_000),
+                    limit: Some(20),
+                },
+                false
+            )
+        );
+        let host = parse(
+            ["spool", "list", "--host", "a.example", "--config", "w.yaml"].map(OsString::from),
+            "host",
+        );
+        assert_eq!(
+            host,
+            list(
+                Filter {
+                    destination: Some("a.example".into()),
+                    ..Filter::default()
+                },
+                false
+            )
+        );
+        assert_eq!(
+            check("spool list --config w.yaml --host a.example"),
+            Err("unknown option --host".into())
+        );
+        assert_eq!(
+            check("spool list --config w.yaml --state lost"),
+            Err("--state \"lost\": use queued, retrying, delivered or dead".into())
+        );
+        assert_eq!(
+            check("spool list --config w.yaml --limit"),
+            Err("--limit needs a number".into())
+        );
+        assert_eq!(
+            check("spool show X --config w.yaml --state dead"),
+            Err("--state goes with spool list".into())
+        );
+        assert_eq!(
+            check("--config w.yaml --limit 3"),
+            Err("--limit goes with spool list".into())
+        );
+    }
+
+    #[test]
     fn refuses_what_it_does_not_know() {
         assert_eq!(check(""), Err("--config FILE is required".into()));
         assert_eq!(check("--config"), Err("--config needs a file".into()));
@@ -463,7 +773,7 @@ mod tests {
         );
         assert_eq!(
             check("spool frob --config x"),
-            Err("spool takes list, show ID, retry ID or purge --dead".into())
+            Err("spool takes list, show ID, retry ID, delete ID or purge --dead".into())
         );
         assert_eq!(
             check("frob --config x"),
@@ -473,6 +783,32 @@ mod tests {
             check("--config x --json"),
             Err("--json goes with spool commands".into())
         );
+    }
+
+    #[test]
+    fn reads_since_as_a_time_or_a_duration_ago() {
+        let now = 1_795_433_736_123;
+        assert_eq!(parse_since("1970-01-01", now), Some(0));
+        assert_eq!(parse_since("2000-02-29", now), Some(951_782_400_000));
+        assert_eq!(
+            parse_since("2026-11-23T11:35:36.123Z", now),
+            Some(1_795_433_736_123)
+        );
+        assert_eq!(
+            parse_since("2026-11-23T11:35:36Z", now),
+            Some(1_795_433_736_000)
+        );
+        assert_eq!(parse_since("30m", now), Some(now - 1_800_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-1-1",
+            "2026-01-01T12:00",
+            "30",
+        ] {
+            assert_eq!(parse_since(bad, now), None, "{bad}");
+        }
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub trait Daemon {
     fn log(config: &Self::Config) -> &config::Log;
     /// The `target` column of `spool list`, from the start of a stored file.
     fn describe(head: &[u8]) -> String;
+    /// What `spool list` filters targets by: `route` (whimp) or `host` (whomp).
+    const DESTINATION: &'static str;
+    /// The route or host a stored file is for, from its start (`spool list --route/--host`).
+    fn destination(head: &[u8]) -> Option<String>;
     /// Runs the daemon until SIGTERM; SIGHUP re-reads `path`.
     fn serve(
         path: PathBuf,
@@ -83,10 +87,10 @@ pub trait Daemon {
 /// work the spool.
 pub fn main<D: Daemon>() -> ExitCode {
     let name = D::NAME;
-    let command = match cli::parse(std::env::args_os().skip(1)) {
+    let command = match cli::parse(std::env::args_os().skip(1), D::DESTINATION) {
         Ok(command) => command,
         Err(e) => {
-            eprintln!("{name}: {e}\n\n{}", cli::usage(name));
+            eprintln!("{name}: {e}\n\n{}", cli::usage(name, D::DESTINATION));
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -96,7 +100,7 @@ pub fn main<D: Daemon>() -> ExitCode {
                 "{name} {}: {}\n\n{}",
                 env!("CARGO_PKG_VERSION"),
                 D::ABOUT,
-                cli::usage(name)
+                cli::usage(name, D::DESTINATION)
             );
             return ExitCode::SUCCESS;
         }
@@ -132,7 +136,10 @@ pub fn main<D: Daemon>() -> ExitCode {
             json,
             &D::spool(&config).dir,
             D::admin(&config),
-            &D::describe,
+            &cli::Reader {
+                describe: &D::describe,
+                destination: &D::destination,
+            },
             &mut std::io::stdout().lock(),
         )),
         _ => run::<D>(path, config),

@@ -66,7 +66,7 @@ pub fn note_admin_addr(spool_dir: &std::path::Path, addr: SocketAddr) {
 }
 
 /// Admin endpoints the `spool` CLI uses while the daemon holds the spool's lock:
-/// `POST /spool/retry/<id>` and `POST /spool/purge-dead`.
+/// `POST /spool/retry/<id>`, `POST /spool/delete/<id>` and `POST /spool/purge-dead`.
 pub fn spool_admin(spool: spool::Spool) -> telemetry::Extra {
     Arc::new(move |method: Method, path: String, _body: Bytes| {
         let spool = spool.clone();
@@ -74,39 +74,111 @@ pub fn spool_admin(spool: spool::Spool) -> telemetry::Extra {
             if method != Method::POST {
                 return None;
             }
-            if path == "/spool/purge-dead" {
-                let s = spool.clone();
-                let purged = tokio::task::spawn_blocking(move || s.purge_dead()).await;
-                return Some(match purged {
-                    Ok(Ok(n)) => telemetry::text(StatusCode::OK, format!("purged {n}\n")),
-                    _ => telemetry::text(StatusCode::INTERNAL_SERVER_ERROR, "purge failed\n"),
-                });
-            }
-            let id = path.strip_prefix("/spool/retry/")?.to_owned();
-            Some(requeue(&spool, &id).await)
+            let answer = if path == "/spool/purge-dead" {
+                purge_dead(&spool).await
+            } else if let Some(id) = path.strip_prefix("/spool/retry/") {
+                retry(&spool, id).await
+            } else if let Some(id) = path.strip_prefix("/spool/delete/") {
+                delete(&spool, id).await
+            } else {
+                return None;
+            };
+            Some(match answer {
+                Ok(text) => telemetry::text(StatusCode::OK, format!("{text}\n")),
+                Err((status, why)) => telemetry::text(status, format!("{why}\n")),
+            })
         })
     })
 }
 
-/// Re-queues the dead copies of `id`, answering as the admin API does.
-pub async fn requeue(spool: &spool::Spool, id: &str) -> telemetry::AdminResponse {
+/// The outcome of an operator's change: what was done, or the status and reason of a refusal.
+pub type Answer = Result<String, (StatusCode, String)>;
+
+/// Has `id` attempted now: re-queues its dead copies, makes its retrying ones due (all copies
+/// of a bare id that are not delivered). Logged, as every operator change is.
+pub async fn retry(spool: &spool::Spool, id: &str) -> Answer {
+    let keys = operator_keys(spool, id).await?;
+    let mut changed = 0;
+    let mut refused = None;
+    for key in keys {
+        match spool.retry_now(key).await {
+            Ok(()) => changed += 1,
+            // Other copies of a fanned-out message may still want it.
+            Err(e @ spool::ChangeError::Delivered(_)) => refused = Some(e),
+            Err(e) => return Err(refusal(e)),
+        }
+    }
+    if changed == 0 {
+        return Err(refusal(refused.ok_or_else(|| not_found(id))?));
+    }
+    tracing::info!(
+        id,
+        copies = changed,
+        "operator: message set to be attempted now"
+    );
+    Ok(format!("requeued {changed}"))
+}
+
+/// Deletes `id` (every copy of a bare id) wherever it is. Logged.
+pub async fn delete(spool: &spool::Spool, id: &str) -> Answer {
+    let keys = operator_keys(spool, id).await?;
+    for key in &keys {
+        let state = spool.delete(*key).await.map_err(refusal)?;
+        tracing::info!(id = %key, state = state.as_str(), "operator: message deleted");
+    }
+    Ok(format!("deleted {}", keys.len()))
+}
+
+/// Deletes every dead message. Logged.
+pub async fn purge_dead(spool: &spool::Spool) -> Answer {
+    let s = spool.clone();
+    match tokio::task::spawn_blocking(move || s.purge_dead()).await {
+        Ok(Ok(n)) => {
+            tracing::info!(removed = n, "operator: dead messages purged");
+            Ok(format!("purged {n}"))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "operator: purging dead/ failed");
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("purge failed: {e}"),
+            ))
+        }
+        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "purge failed".into())),
+    }
+}
+
+/// The keys `id` names in `spool` (see [`cli::keys_of`]), or why there are none.
+async fn operator_keys(
+    spool: &spool::Spool,
+    id: &str,
+) -> Result<Vec<spool::Key>, (StatusCode, String)> {
+    if let Err(e) = id.parse::<spool::Key>() {
+        return Err((StatusCode::BAD_REQUEST, e.to_string()));
+    }
     let dir = spool.dir().to_path_buf();
     let lookup = id.to_owned();
-    let keys = tokio::task::spawn_blocking(move || cli::dead_keys(&dir, &lookup))
+    let keys = tokio::task::spawn_blocking(move || cli::keys_of(&dir, &lookup))
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
     if keys.is_empty() {
-        return telemetry::text(
-            StatusCode::NOT_FOUND,
-            format!("{id} is not a dead message\n"),
-        );
+        return Err(not_found(id));
     }
-    for key in &keys {
-        if let Err(e) = spool.requeue(*key).await {
-            return telemetry::text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-        }
-    }
-    telemetry::text(StatusCode::OK, format!("requeued {}\n", keys.len()))
+    Ok(keys)
+}
+
+fn not_found(id: &str) -> (StatusCode, String) {
+    (StatusCode::NOT_FOUND, format!("no message {id}"))
+}
+
+fn refusal(e: spool::ChangeError) -> (StatusCode, String) {
+    use spool::ChangeError as E;
+    let status = match e {
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Delivered(_) | E::InFlight(_) => StatusCode::CONFLICT,
+        E::Io(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, e.to_string())
 }

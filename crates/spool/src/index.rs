@@ -209,6 +209,20 @@ impl Index {
         out
     }
 
+    /// Hands out one unclaimed message, whatever its due time (an operator's change to it);
+    /// `None` if it is not queued or already claimed.
+    pub(crate) fn claim(&mut self, key: &Key) -> Option<Entry> {
+        let slot = self.live_slot(key)?;
+        if slot.claimed {
+            return None;
+        }
+        slot.claimed = true;
+        let entry = slot.entry();
+        self.claimed += 1;
+        self.unbucket(key, entry.due_ms);
+        Some(entry)
+    }
+
     /// The earliest due time of an unclaimed message, in ms since the epoch.
     pub(crate) fn next_due_ms(&self) -> Option<u64> {
         self.buckets.keys().next().map(|b| b * BUCKET_MS)

@@ -226,6 +226,24 @@ pub enum RequeueError {
     Move(#[from] MoveError),
 }
 
+/// Why an operator's retry or delete of one message did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The spool has no such message (never had it, or it was pruned or deleted): 404.
+    #[error("no message {0}")]
+    NotFound(Key),
+    /// A retry of a message that was delivered: 409.
+    #[error("{0} is delivered; there is nothing to retry")]
+    Delivered(Key),
+    /// It is being attempted right now: 409; the operator tries again after the attempt.
+    #[error("{0} is being attempted right now; try again when the attempt is over")]
+    InFlight(Key),
+    /// The file could not be renamed or removed; nothing changed, or the change may not
+    /// survive a crash.
+    #[error(transparent)]
+    Io(#[from] MoveError),
+}
+
 /// Whether the spool can currently store messages; read by `/readyz` without I/O.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
@@ -691,6 +709,101 @@ impl Spool {
                 source: f.error,
             })
         })
+    }
+
+    /// Has `key` attempted as soon as possible, for an operator: a dead message is re-queued
+    /// ([`Spool::requeue`]); a retrying one is made due now, keeping its attempt count and
+    /// retry budget; a queued one is due already. (The rename within `cur/` is flushed with the
+    /// next group: lost to a power cut, the message is merely due at its old time.)
+    pub async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
+        if self.inner.root.join("dead").join(key.to_string()).exists() {
+            return self.requeue(key).await.map_err(|e| match e {
+                // Gone from dead/ since we looked: deleted or re-queued by someone else.
+                RequeueError::NotDead(key) => ChangeError::NotFound(key),
+                RequeueError::Move(e) => ChangeError::Io(e),
+            });
+        }
+        let claim = self.claim_for_operator(key)?;
+        if claim.place == Place::New {
+            self.release(claim);
+            return Ok(());
+        }
+        self.finish(claim, None, Outcome::Retry { due_ms: now_ms() })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes one message (one copy of a fanned-out one) wherever it is, for an operator, and
+    /// returns the state it was in. Refused while it is being attempted. Flushed before it
+    /// returns.
+    pub async fn delete(&self, key: Key) -> Result<State, ChangeError> {
+        let root = self.inner.root.clone();
+        let fail = |source| MoveError {
+            key,
+            dir: root.clone(),
+            step: "unlink",
+            source,
+        };
+        let mut removed = None;
+        for (folder, state) in [
+            (Folder::Dead, State::Dead),
+            (Folder::Done, State::Delivered),
+        ] {
+            match fs::remove_file(root.join(folder.name()).join(key.to_string())) {
+                Ok(()) => {
+                    removed = Some((folder, state));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(e).into()),
+            }
+        }
+        let (folder, state) = match removed {
+            Some(found) => found,
+            None => {
+                let claim = self.claim_for_operator(key).map_err(|e| match e {
+                    ChangeError::Delivered(key) => ChangeError::NotFound(key),
+                    e => e,
+                })?;
+                if let Err(e) = fs::remove_file(self.path(&claim)) {
+                    self.release(claim);
+                    return Err(fail(e).into());
+                }
+                lock(&self.inner.index).remove(&key);
+                let state = match claim.place {
+                    Place::New => State::Queued,
+                    Place::Cur => State::Retrying,
+                };
+                (folder_of(claim.place), state)
+            }
+        };
+        if self.inner.fsync {
+            self.flush_later(&[folder]);
+            self.sync().await.map_err(fail)?;
+        }
+        Ok(state)
+    }
+
+    /// Takes a queued `key` off the schedule, as a claim, for an operator's change to it.
+    fn claim_for_operator(&self, key: Key) -> Result<Claim, ChangeError> {
+        let mut index = lock(&self.inner.index);
+        if let Some(e) = index.claim(&key) {
+            return Ok(Claim {
+                key,
+                attempts: e.attempts,
+                since_ms: e.since_ms,
+                due_ms: e.due_ms,
+                place: e.place,
+            });
+        }
+        if index.get(&key).is_some() {
+            return Err(ChangeError::InFlight(key));
+        }
+        drop(index);
+        if self.inner.root.join("done").join(key.to_string()).exists() {
+            return Err(ChangeError::Delivered(key));
+        }
+        Err(ChangeError::NotFound(key))
     }
 
     /// Where `key` stands, or `None` if the spool never had it (or it was pruned).

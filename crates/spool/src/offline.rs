@@ -1,14 +1,32 @@
 //! Read-only views of a spool directory for the CLI (`spool list`, `spool show`).
 //!
 //! They take no lock and need no running daemon: they read directory listings and attempt
-//! files, which a running daemon only ever changes by atomic renames and appends. A message
-//! that moves while it is being listed may be missed or seen twice in that one listing.
+//! files, which a running daemon only ever changes by atomic renames and appends. A directory
+//! that is not a spool yet (the daemon never ran) holds no messages: an empty listing.
+//!
+//! A running daemon moves messages while they are listed, so [`snapshot`] lists the folders in
+//! the order messages flow through them (`new/`, `cur/`, `done/`, `dead/`, then `cur/` again for
+//! re-queues out of `dead/`): a message that moves is seen at least once, and when it is seen
+//! twice the later sighting, its newer state, is the one kept. Each message appears once.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::{read_attempts, Attempt, CurName, Key, State};
+
+/// The folders in the order messages move through them, `cur/` again last for re-queues.
+const FLOW: [&str; 5] = ["new", "cur", "done", "dead", "cur"];
+
+/// Where [`snapshot`] saw one message: cheap facts from its file name alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub key: Key,
+    pub state: State,
+    folder: &'static str,
+    name: String,
+}
 
 /// One message as `spool list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +41,19 @@ pub struct Listed {
     pub path: PathBuf,
 }
 
-/// Calls `each` for every message in the spool at `dir`: queued, retrying, dead, then delivered.
-/// Stops at the first error `each` returns.
-pub fn list(dir: &Path, mut each: impl FnMut(Listed) -> io::Result<()>) -> io::Result<()> {
-    for folder in ["new", "cur", "dead", "done"] {
+/// Every message of the spool at `dir`, each once, in key (arrival) order; empty when `dir` is
+/// not a spool yet. Names that are not messages are skipped.
+pub fn snapshot(dir: &Path) -> io::Result<Vec<Seen>> {
+    snapshot_with(dir, |_| {})
+}
+
+/// [`snapshot`], calling `between` after each folder is listed (tests move files there).
+pub(crate) fn snapshot_with(dir: &Path, mut between: impl FnMut(&str)) -> io::Result<Vec<Seen>> {
+    let mut seen = BTreeMap::new();
+    for folder in FLOW {
         let path = dir.join(folder);
-        let mut names: Vec<String> = match fs::read_dir(&path) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(io::Error::new(
@@ -41,29 +62,56 @@ pub fn list(dir: &Path, mut each: impl FnMut(Listed) -> io::Result<()>) -> io::R
                 ))
             }
         };
-        names.sort_unstable();
-        for name in names {
-            if let Some(listed) = describe(dir, folder, &name) {
-                each(listed)?;
+        for entry in entries {
+            let Ok(name) = entry?.file_name().into_string() else {
+                continue;
+            };
+            if let Some(s) = sighting(folder, name) {
+                seen.insert(s.key, s);
             }
         }
+        between(folder);
     }
-    Ok(())
+    Ok(seen.into_values().collect())
+}
+
+/// What `spool list` shows of a message seen by [`snapshot`] (reads its attempt log).
+pub fn describe(dir: &Path, seen: &Seen) -> Listed {
+    let history = read_attempts(dir, seen.key);
+    let (attempts, next) = match seen.folder {
+        "cur" => CurName::parse(&seen.name).map_or((0, None), |c| (c.attempts, Some(c.due_ms))),
+        "new" => (0, Some(crate::now_ms())),
+        _ => (history.len() as u32, None),
+    };
+    Listed {
+        key: seen.key,
+        state: seen.state,
+        attempts,
+        next_attempt_ms: next,
+        last_error: history.last().and_then(Attempt::failure),
+        path: dir.join(seen.folder).join(&seen.name),
+    }
 }
 
 /// Finds one message by key, wherever it is.
 pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
     let name = key.to_string();
-    for folder in ["new", "done", "dead"] {
-        if dir.join(folder).join(&name).exists() {
-            return Ok(describe(dir, folder, &name));
-        }
-    }
     let prefix = format!("{name},");
-    for entry in fs::read_dir(dir.join("cur"))? {
-        let file = entry?.file_name();
-        if let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix)) {
-            return Ok(describe(dir, "cur", file));
+    for folder in FLOW {
+        let found = if folder == "cur" {
+            let entries = match fs::read_dir(dir.join(folder)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .find(|f| f.starts_with(&prefix))
+        } else {
+            dir.join(folder).join(&name).exists().then(|| name.clone())
+        };
+        if let Some(s) = found.and_then(|f| sighting(folder, f)) {
+            return Ok(Some(describe(dir, &s)));
         }
     }
     Ok(None)
@@ -74,34 +122,17 @@ pub fn attempts(dir: &Path, key: Key) -> Vec<Attempt> {
     read_attempts(dir, key)
 }
 
-fn describe(dir: &Path, folder: &str, name: &str) -> Option<Listed> {
-    let path = dir.join(folder).join(name);
-    let (key, state, attempts, next) = match folder {
-        "cur" => {
-            let cur = CurName::parse(name)?;
-            (
-                cur.key,
-                State::Retrying,
-                Some(cur.attempts),
-                Some(cur.due_ms),
-            )
-        }
-        "new" => (name.parse().ok()?, State::Queued, Some(0), Some(cur_time())),
-        "dead" => (name.parse().ok()?, State::Dead, None, None),
-        _ => (name.parse().ok()?, State::Delivered, None, None),
+fn sighting(folder: &'static str, name: String) -> Option<Seen> {
+    let (key, state) = match folder {
+        "cur" => (CurName::parse(&name)?.key, State::Retrying),
+        "new" => (name.parse().ok()?, State::Queued),
+        "dead" => (name.parse().ok()?, State::Dead),
+        _ => (name.parse().ok()?, State::Delivered),
     };
-    let history = read_attempts(dir, key);
-    let last_error = history.last().and_then(Attempt::failure);
-    Some(Listed {
+    Some(Seen {
         key,
         state,
-        attempts: attempts.unwrap_or(history.len() as u32),
-        next_attempt_ms: next,
-        last_error,
-        path,
+        folder,
+        name,
     })
-}
-
-fn cur_time() -> u64 {
-    crate::now_ms()
 }

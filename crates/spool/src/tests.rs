@@ -403,12 +403,12 @@ async fn offline_listing_shows_every_state() {
         )
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    offline::list(&c.root, |l| {
-        seen.push((l.key, l.state, l.attempts, l.last_error));
-        Ok(())
-    })
-    .unwrap();
+    let seen: Vec<_> = offline::snapshot(&c.root)
+        .unwrap()
+        .iter()
+        .map(|s| offline::describe(&c.root, s))
+        .map(|l| (l.key, l.state, l.attempts, l.last_error))
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -637,4 +637,152 @@ async fn folders_are_0750_and_messages_0640_whatever_the_umask() {
             & 0o7777;
         assert_eq!(mode, 0o640, "message {key} is {mode:o}");
     }
+}
+
+#[test]
+fn a_directory_that_is_not_a_spool_lists_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        offline::snapshot(&dir.path().join("never")).unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        offline::find(&dir.path().join("never"), unknown_key()).unwrap(),
+        None
+    );
+}
+
+/// A key no spool has.
+fn unknown_key() -> Key {
+    Key::new(Spool::new_id(), 0)
+}
+
+/// Moves a message between folders while it is being listed, as a running daemon does.
+async fn listed_while_moving(
+    from: (&str, &str),
+    to: (&str, &str),
+    when: &str,
+) -> Vec<(Key, State)> {
+    let c = check();
+    let key = c.put("m").await;
+    c.put("n").await; // one that holds still
+    let (from_dir, to_dir) = (c.root.join(from.0), c.root.join(to.0));
+    let name = |pattern: &str, key: Key| pattern.replace("KEY", &key.to_string());
+    fs::rename(
+        c.root.join("new").join(key.to_string()),
+        from_dir.join(name(from.1, key)),
+    )
+    .unwrap();
+    let mut moved = false;
+    let seen = offline::snapshot_with(&c.root, |folder| {
+        if folder == when && !moved {
+            moved = true;
+            fs::rename(
+                from_dir.join(name(from.1, key)),
+                to_dir.join(name(to.1, key)),
+            )
+            .unwrap();
+        }
+    })
+    .unwrap();
+    assert!(moved);
+    seen.into_iter().map(|s| (s.key, s.state)).collect()
+}
+
+#[tokio::test]
+async fn a_message_delivered_while_listed_is_listed_once_as_delivered() {
+    // Queued when new/ was listed, delivered before done/ was: seen twice, newest kept.
+    let seen = listed_while_moving(("new", "KEY"), ("done", "KEY"), "new").await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].1, State::Delivered, "{seen:?}");
+    assert_eq!(seen[1].1, State::Queued, "{seen:?}");
+    let seen = listed_while_moving(("cur", "KEY,1,5,5"), ("dead", "KEY"), "cur").await;
+    assert_eq!(seen[0].1, State::Dead, "{seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_message_requeued_while_listed_is_not_missed() {
+    // In dead/ when cur/ was listed, in cur/ when dead/ was: the second look at cur/ finds it.
+    let seen = listed_while_moving(("dead", "KEY"), ("cur", "KEY,0,5,5"), "cur").await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].1, State::Retrying, "{seen:?}");
+}
+
+#[tokio::test]
+async fn retry_now_makes_a_retrying_message_due_and_requeues_a_dead_one() {
+    let c = check();
+    let a = c.put("a").await;
+    let b = c.put("b").await;
+    let later = now_ms() + 3_600_000;
+    for claim in c.spool.claim_due(now_ms(), 10) {
+        let outcome = if claim.key == a {
+            Outcome::Retry { due_ms: later }
+        } else {
+            Outcome::Dead
+        };
+        let failed = attempt(Some(503), None);
+        c.spool.finish(claim, Some(&failed), outcome).await.unwrap();
+    }
+    assert!(c.spool.claim_due(now_ms(), 10).is_empty(), "nothing due");
+    c.spool.retry_now(a).await.unwrap();
+    c.spool.retry_now(b).await.unwrap();
+    // Due now, handed out within a bucket (100 ms) of it.
+    let due = c.spool.claim_due(now_ms() + 200, 10);
+    let mut keys: Vec<Key> = due.iter().map(|cl| cl.key).collect();
+    keys.sort();
+    assert_eq!(keys, vec![a, b]);
+    let a_claim = due.iter().find(|cl| cl.key == a).unwrap();
+    assert_eq!(a_claim.attempts, 1, "the attempt count is kept");
+    // Claimed right now: refused; delivered: nothing to retry; unknown: not found.
+    assert!(matches!(c.spool.retry_now(a).await, Err(ChangeError::InFlight(k)) if k == a));
+    for claim in due {
+        c.spool
+            .finish(claim, None, Outcome::Delivered)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(c.spool.retry_now(a).await, Err(ChangeError::Delivered(k)) if k == a));
+    let unknown = unknown_key();
+    let err = c.spool.retry_now(unknown).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("no message {unknown}"));
+}
+
+#[tokio::test]
+async fn delete_removes_one_message_wherever_it_is() {
+    let c = check();
+    let queued = c.put("q").await;
+    let retrying = c.put("r").await;
+    let dead = c.put("d").await;
+    for claim in c.spool.claim_due(now_ms(), 10) {
+        let outcome = match claim.key {
+            k if k == retrying => Outcome::Retry {
+                due_ms: now_ms() + 60_000,
+            },
+            k if k == dead => Outcome::Dead,
+            _ => {
+                c.spool.release(claim);
+                continue;
+            }
+        };
+        c.spool.finish(claim, None, outcome).await.unwrap();
+    }
+    assert_eq!(c.spool.delete(retrying).await.unwrap(), State::Retrying);
+    assert_eq!(c.spool.delete(dead).await.unwrap(), State::Dead);
+    assert_eq!(c.spool.delete(queued).await.unwrap(), State::Queued);
+    for folder in ["new", "cur", "dead"] {
+        assert!(
+            c.names(folder).is_empty(),
+            "{folder}: {:?}",
+            c.names(folder)
+        );
+    }
+    assert_eq!(c.spool.counts(), Counts::default());
+    assert!(c.spool.claim_due(now_ms() + 120_000, 10).is_empty());
+    assert!(matches!(c.spool.delete(dead).await, Err(ChangeError::NotFound(k)) if k == dead));
+    // A message being attempted is left alone.
+    let busy = c.put("b").await;
+    let claims = c.spool.claim_due(now_ms(), 10);
+    assert!(matches!(c.spool.delete(busy).await, Err(ChangeError::InFlight(k)) if k == busy));
+    drop(claims);
 }

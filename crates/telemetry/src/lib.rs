@@ -40,8 +40,12 @@ pub enum LogError {
     AlreadySet,
 }
 
-/// Starts logging per the `log:` section: to syslog with the given facility, or to stderr.
-/// `ident` is the program name syslog shows.
+/// Where syslog(3) sends its lines.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Starts logging per the `log:` section: to syslog with the given facility, or to stderr, as
+/// text or JSON lines. `ident` is the program name syslog shows. Syslog without a syslog socket
+/// would drop every line without a word: then logging goes to stderr, and says why.
 pub fn init_logging(log: &config::Log, ident: &'static std::ffi::CStr) -> Result<(), LogError> {
     let level = match log.level {
         config::LogLevel::Error => tracing::Level::ERROR,
@@ -50,18 +54,41 @@ pub fn init_logging(log: &config::Log, ident: &'static std::ffi::CStr) -> Result
         config::LogLevel::Debug => tracing::Level::DEBUG,
         config::LogLevel::Trace => tracing::Level::TRACE,
     };
-    if log.syslog {
+    let json = log.format == config::LogFormat::Json;
+    let unreachable = match log.syslog {
+        true => syslog_reachable(std::path::Path::new(SYSLOG_SOCKET)).err(),
+        false => None,
+    };
+    if log.syslog && unreachable.is_none() {
         let facility = facility(log.facility);
         let writer = syslog_tracing::Syslog::new(ident, syslog_tracing::Options::LOG_PID, facility)
             .ok_or(LogError::Syslog)?;
         // syslog stamps time and host itself.
-        install(writer, level, false)
-    } else {
-        install(std::io::stderr, level, true)
+        return install(writer, level, json, false);
+    }
+    install(std::io::stderr, level, json, true)?;
+    if let Some(error) = unreachable {
+        tracing::warn!(
+            socket = SYSLOG_SOCKET,
+            %error,
+            "log.syslog is on but the syslog socket cannot be reached; logging to stderr"
+        );
+    }
+    Ok(())
+}
+
+/// Whether a syslog daemon listens at `socket` (a datagram socket, or a stream one).
+fn syslog_reachable(socket: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    match UnixDatagram::unbound()?.connect(socket) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
+            UnixStream::connect(socket).map(drop)
+        }
+        other => other,
     }
 }
 
-fn install<W>(writer: W, level: tracing::Level, stamp: bool) -> Result<(), LogError>
+fn install<W>(writer: W, level: tracing::Level, json: bool, stamp: bool) -> Result<(), LogError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -70,12 +97,92 @@ where
         .with_max_level(level)
         .with_target(false)
         .with_ansi(false);
-    let result = if stamp {
-        builder.try_init()
-    } else {
-        builder.without_time().try_init()
+    let result = match (json, stamp) {
+        (true, _) => builder.event_format(JsonLines).try_init(),
+        (false, true) => builder.try_init(),
+        (false, false) => builder.without_time().try_init(),
     };
     result.map_err(|_| LogError::AlreadySet)
+}
+
+/// `log.format: json`: one object per event, `{"time", "level", "message", "fields"}`, the way
+/// log shippers take them (time in RFC 3339 UTC, level in lowercase, fields with their types).
+struct JsonLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let line = serde_json::json!({
+            "time": rfc3339(now_ms()),
+            "level": event.metadata().level().as_str().to_ascii_lowercase(),
+            "message": fields.message,
+            "fields": fields.fields,
+        });
+        writeln!(writer, "{line}")
+    }
+}
+
+/// An event's fields as JSON values; `message` apart.
+#[derive(Default)]
+struct JsonFields {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        match (field.name(), value) {
+            ("message", serde_json::Value::String(text)) => self.message = text,
+            (name, value) => {
+                self.fields.insert(name.to_owned(), value);
+            }
+        }
+    }
+}
+
+impl tracing::field::Visit for JsonFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.put(field, value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        // `%value` and the message arrive here already in their display form.
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn facility(f: config::Facility) -> syslog_tracing::Facility {
@@ -93,6 +200,30 @@ fn facility(f: config::Facility) -> syslog_tracing::Facility {
         C::Local6 => S::Local6,
         C::Local7 => S::Local7,
     }
+}
+
+/// `2026-11-23T11:35:36.123Z` from ms since the epoch: the one way times are written, in logs,
+/// the spool CLI and whomp's status API.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// A registry with the process metrics (`process_*`: CPU, memory, file descriptors) in it.
@@ -426,6 +557,57 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A writer that keeps what is written, for checking log lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_time_level_message_and_typed_fields() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let error = std::io::Error::other("connection refused");
+            tracing::warn!(id = "01J", status = 503_u16, retry = true, %error, "attempt failed; will retry");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["level"], "warn");
+        assert_eq!(line["message"], "attempt failed; will retry");
+        assert_eq!(
+            line["fields"],
+            serde_json::json!({"id": "01J", "status": 503, "retry": true, "error": "connection refused"})
+        );
+        let time = line["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+    }
+
+    #[test]
+    fn syslog_is_reachable_only_where_something_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        assert!(syslog_reachable(&socket).is_err(), "no socket");
+        let _daemon = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+        syslog_reachable(&socket).unwrap();
+        let stream = dir.path().join("stream");
+        let _listener = std::os::unix::net::UnixListener::bind(&stream).unwrap();
+        syslog_reachable(&stream).unwrap();
     }
 
     #[tokio::test]
