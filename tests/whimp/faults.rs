@@ -156,7 +156,7 @@ fn read_only_spool_gets_503_with_retry_after() {
 fn idle_and_slow_clients_are_cut_off_and_do_not_block_others() {
     let backend = Receiver::start();
     let whimp = Whimp::start(&format!(
-        "limits: {{ header_timeout: 1s, max_connections: 1000 }}\nroutes:\n{}",
+        "limits: {{ header_timeout: 1s, max_connections: 1000, max_connections_per_ip: 1000 }}\nroutes:\n{}",
         route("i", "/i/K", &[backend.url("/in")], "")
     ));
     let addr = whimp.daemon.addr("public");
