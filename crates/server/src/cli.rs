@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spool::offline::{self, Listed};
-use spool::{Key, Spool};
+use spool::{rfc3339, Key, Spool};
 
 /// Exit codes (sysexits-style), documented in the README.
 pub mod exit {
@@ -337,11 +337,9 @@ pub fn dead_keys(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
 }
 
 fn target_of(listed: &Listed, describe: &dyn Fn(&[u8]) -> String) -> String {
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(&listed.path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    head.truncate(n);
+    let head = std::fs::File::open(&listed.path)
+        .and_then(|f| httpmsg::read_head(f, httpmsg::MAX_STORED_HEAD))
+        .unwrap_or_default();
     let base = describe(&head);
     match listed.key.copy() {
         0 => base,
@@ -382,29 +380,6 @@ fn admin_post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or("")
         .to_owned();
     Ok((status, body))
-}
-
-/// `2026-11-23T11:35:36.123Z` from ms since the epoch.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 #[cfg(test)]
@@ -473,12 +448,5 @@ mod tests {
             check("--config x --json"),
             Err("--json goes with spool commands".into())
         );
-    }
-
-    #[test]
-    fn formats_times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_433_736_123), "2026-11-23T11:35:36.123Z");
     }
 }

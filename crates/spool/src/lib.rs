@@ -18,6 +18,7 @@
 mod commit;
 mod index;
 pub mod name;
+mod time;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +36,7 @@ use ulid::Ulid;
 use commit::{Committer, Folder, Job, Op};
 use index::{Entry, Index, Place};
 pub use name::{BadKey, CurName, Key};
+pub use time::rfc3339;
 
 /// How a spool is run.
 #[derive(Debug, Clone)]
