@@ -229,7 +229,10 @@ mod tests {
             stored.meta.original_url.as_deref(),
             Some("https://hooks.example.com/paypal/K1?a=1&b=2")
         );
-        assert_eq!((stored.method.as_str(), stored.target.as_str()), ("POST", "/paypal/K1?a=1&b=2"));
+        assert_eq!(
+            (stored.method.as_str(), stored.target.as_str()),
+            ("POST", "/paypal/K1?a=1&b=2")
+        );
         assert_eq!(&stored.body[..], b"{\"a\":1}\r\n");
         let fields: Vec<(&str, &[u8])> = stored
             .headers
@@ -272,10 +275,7 @@ mod tests {
             "stored file is not a readable request: line 1: message is empty"
         );
         let no_route = b"POST /h HTTP/1.1\r\nWhimp-Id: x\r\nContent-Length: 0\r\n\r\n".to_vec();
-        assert_eq!(
-            decode(no_route.clone()).unwrap_err(),
-            ReadError::NoRoute
-        );
+        assert_eq!(decode(no_route.clone()).unwrap_err(), ReadError::NoRoute);
         assert_eq!(describe(&no_route), "?");
         assert_eq!(describe(b"garbage"), "?");
         let request = http::Request::post("/h").body(()).unwrap();

@@ -75,10 +75,10 @@ impl Courier for Script {
         if let Reach::Refused(d) = reach {
             self.refused.lock().unwrap().push(d.to_owned());
         }
-        self.observed
-            .lock()
-            .unwrap()
-            .push((reach.destination().unwrap_or("").to_owned(), outcome.clone()));
+        self.observed.lock().unwrap().push((
+            reach.destination().unwrap_or("").to_owned(),
+            outcome.clone(),
+        ));
     }
 }
 
@@ -266,7 +266,11 @@ async fn a_refusal_at_send_is_retried_by_the_ready_policy_and_frees_its_slot() {
     .await;
     for key in &keys {
         let attempts = c.spool.attempts(*key);
-        assert_eq!(attempts.len(), 2, "a retry by the policy, then max_attempts");
+        assert_eq!(
+            attempts.len(),
+            2,
+            "a retry by the policy, then max_attempts"
+        );
         assert_eq!(attempts[0].error.as_deref(), Some("refused at send"));
         assert_eq!(attempts[0].target, "http://refuse.example:80");
     }

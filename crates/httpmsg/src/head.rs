@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn reads_a_large_head_whole_and_stops_at_its_end() {
         let pad = "z".repeat(100 * 1024);
-        let file = format!("POST / HTTP/1.1\r\nX-Pad: {pad}\r\n\r\n{}", "b".repeat(1 << 20));
+        let file = format!(
+            "POST / HTTP/1.1\r\nX-Pad: {pad}\r\n\r\n{}",
+            "b".repeat(1 << 20)
+        );
         let head = read_head(file.as_bytes(), MAX_STORED_HEAD).unwrap();
         let end = file.find("\r\n\r\n").unwrap() + 4;
         assert!(head.len() >= end && head.len() < end + 16 * 1024);
@@ -47,6 +50,9 @@ mod tests {
         )
         .is_ok());
         let small = read_head(&b"GET / HTTP/1.1\r\n"[..], 16).unwrap();
-        assert_eq!(small, b"GET / HTTP/1.1\r\n", "a file cut short gives what it has");
+        assert_eq!(
+            small, b"GET / HTTP/1.1\r\n",
+            "a file cut short gives what it has"
+        );
     }
 }

@@ -31,7 +31,8 @@ mod write;
 
 pub use envelope::{from_json, EnvelopeError};
 pub use fields::{
-    connection_tokens, end_to_end, is_hop_by_hop, valid_header_value, valid_token, HeaderField, HOP_BY_HOP,
+    connection_tokens, end_to_end, is_hop_by_hop, valid_header_value, valid_token, HeaderField,
+    HOP_BY_HOP,
 };
 pub use head::{read_head, MAX_STORED_HEAD};
 pub use message::{Head, Message, Version};

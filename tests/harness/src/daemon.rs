@@ -225,10 +225,15 @@ mod tests {
     #[test]
     fn reads_start_up_lines() {
         let (what, addr) = listening("listening public https://127.0.0.1:8443").unwrap();
-        assert_eq!((what, addr), ("public", Ok("127.0.0.1:8443".parse().unwrap())));
+        assert_eq!(
+            (what, addr),
+            ("public", Ok("127.0.0.1:8443".parse().unwrap()))
+        );
         assert_eq!(listening("ready"), None);
         assert_eq!(listening("listening admin"), None);
         let (_, bad) = listening("listening admin http://nowhere").unwrap();
-        assert!(bad.unwrap_err().starts_with("listener admin announced a bad address"));
+        assert!(bad
+            .unwrap_err()
+            .starts_with("listener admin announced a bad address"));
     }
 }
