@@ -56,12 +56,9 @@ impl Daemon {
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(line) if line == "ready" => break,
                 Ok(line) => {
-                    let mut words = line.split_whitespace();
-                    if let (Some("listening"), Some(what), Some(url)) =
-                        (words.next(), words.next(), words.next())
-                    {
-                        let addr = url.split("://").nth(1).unwrap_or(url);
-                        daemon.listeners.insert(what.to_owned(), addr.parse()?);
+                    if let Some((what, addr)) = harness::listening(&line) {
+                        let addr = addr.map_err(anyhow::Error::msg)?;
+                        daemon.listeners.insert(what.to_owned(), addr);
                     }
                 }
                 Err(_) => {

@@ -197,3 +197,21 @@ fn spool_commands_work_with_the_daemon_stopped() {
         "{err}"
     );
 }
+
+#[test]
+fn spool_list_names_the_route_of_a_request_with_a_large_head() {
+    let backend = Receiver::start();
+    backend.answer(|_| harness::Answer::Status(410, vec![]));
+    let mut whimp = Whimp::start(&format!(
+        "{FAST_RETRY}routes:\n{}",
+        route("big", "/big/K", &[backend.url("/in")], "")
+    ));
+    // A head over 64 KiB: `spool list` reads it whole, as the forwarder does.
+    let pad = format!("X-Pad: {}\r\n", "z".repeat(70 * 1024));
+    assert_eq!(whimp.post("/big/K", &pad, b"one").0, 200);
+    wait_for("it is dead", || whimp.files("dead").len() == 1);
+    assert_eq!(whimp.daemon.stop().code(), Some(0));
+    let listed = whimp.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["target"], "route big");
+}

@@ -8,22 +8,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use delivery::{Finished, Ready, Refused, Request, Sent};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use delivery::{Finished, Reach, Ready, Refused, Request, Sent};
+use http::{HeaderName, HeaderValue, Method};
 use spool::{Attempt, Claim};
 use telemetry::names;
 
-use crate::ingress::meta;
 use crate::metrics::Metrics;
 use crate::routes::Current;
-
-/// Spool files are re-read with limits at least as generous as anything hyper accepted.
-const HEAD_LIMITS: httpmsg::Limits = httpmsg::Limits {
-    max_header_bytes: 1024 * 1024,
-    max_headers: 1000,
-    max_body_bytes: usize::MAX,
-};
+use crate::stored;
 
 /// whimp's side of the delivery loop.
 pub struct Forwarder {
@@ -44,12 +36,10 @@ impl delivery::Courier for Forwarder {
             permanent,
             policy: Some(self.fallback.clone()),
         };
-        let (head, body_at) = httpmsg::parse_head_with(&file, &HEAD_LIMITS)
-            .map_err(|e| refuse(format!("stored file is not a readable request: {e}"), true))?;
-        let route_name = header_text(&head.headers, meta::ROUTE)
-            .ok_or_else(|| refuse("stored file has no Whimp-Route".into(), true))?;
+        let stored = stored::decode(file).map_err(|e| refuse(e.to_string(), true))?;
+        let route_name = &stored.meta.route;
         let table = self.routes.get();
-        let route = table.by_name(&route_name).ok_or_else(|| {
+        let route = table.by_name(route_name).ok_or_else(|| {
             refuse(
                 format!("route {route_name:?} is no longer configured"),
                 false,
@@ -63,53 +53,36 @@ impl delivery::Courier for Forwarder {
             policy: Some(route.policy.clone()),
         })?;
 
-        let query = head.target.split_once('?').map(|(_, q)| q);
+        let query = stored.target.split_once('?').map(|(_, q)| q);
         let url = with_query(&backend.url, query);
-        let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| {
+        let method = Method::from_bytes(stored.method.as_bytes()).map_err(|_| {
             refuse(
-                format!("stored method {:?} is not valid", head.method),
+                format!("stored method {:?} is not valid", stored.method),
                 true,
             )
         })?;
 
-        let mut headers = HeaderMap::with_capacity(head.headers.len() + 5);
-        let hop = httpmsg::connection_tokens(head.headers.iter());
-        let mut original_host = None;
-        for (name, value) in &head.headers {
-            let lower = name.to_ascii_lowercase();
-            if lower == "host" {
-                original_host = Some(value.clone());
-                continue;
-            }
-            if httpmsg::is_hop_by_hop(&lower)
-                || hop.contains(&lower)
-                || lower == "content-length"
-                || lower.starts_with(meta::PREFIX)
-                || lower.starts_with("x-forwarded-")
-                || lower == "forwarded"
-            {
-                continue;
-            }
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(value),
-            ) {
-                headers.append(n, v);
-            }
-        }
-        let remote_ip = header_text(&head.headers, meta::REMOTE_ADDR)
+        // Forwarding headers from the outside are replaced, not trusted.
+        let mut headers = delivery::header_map(httpmsg::end_to_end(&stored.headers, |n| {
+            n.starts_with("x-forwarded-") || n == "forwarded" || stored::is_meta(n)
+        }));
+        let original_host = stored
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone());
+        let meta = stored.meta;
+        let remote_ip = meta
+            .remote_addr
             .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
             .map(|a| a.ip().to_string());
         let added = [
             ("x-forwarded-for", remote_ip.map(String::into_bytes)),
-            (
-                "x-forwarded-proto",
-                header_text(&head.headers, meta::PROTO).map(String::into_bytes),
-            ),
+            ("x-forwarded-proto", meta.proto.map(String::into_bytes)),
             ("x-forwarded-host", original_host),
             (
                 "whimp-original-url",
-                header_text(&head.headers, meta::ORIGINAL_URL).map(String::into_bytes),
+                meta.original_url.map(String::into_bytes),
             ),
             ("whimp-id", Some(claim.key.id().to_string().into_bytes())),
         ];
@@ -118,8 +91,6 @@ impl delivery::Courier for Forwarder {
                 headers.insert(HeaderName::from_static(name), v);
             }
         }
-        let mut file = file;
-        let body = Bytes::from(file.split_off(body_at.min(file.len())));
         Ok(Ready {
             destination: backend.label.clone(),
             policy: route.policy.clone(),
@@ -127,33 +98,28 @@ impl delivery::Courier for Forwarder {
                 method,
                 url,
                 headers,
-                body,
+                body: stored.body,
                 timeout: backend.timeout,
             },
         })
     }
 
-    async fn send(&self, request: Request) -> Sent {
-        delivery::send(&self.client, request).await
+    async fn send(&self, request: Request) -> Result<Sent, Refused> {
+        Ok(delivery::send(&self.client, request).await)
     }
 
-    fn observe(&self, destination: &str, attempt: &Attempt, outcome: &Finished) {
+    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
         let label = match outcome {
             Finished::Delivered => names::OUTCOME_DELIVERED,
             Finished::Retry { .. } if attempt.status.is_some() => names::OUTCOME_RETRY,
             Finished::Retry { .. } => names::OUTCOME_ERROR,
             Finished::Dead { .. } => names::OUTCOME_DEAD,
         };
-        let backend = if destination.is_empty() {
-            "none"
-        } else {
-            destination
-        };
         self.metrics
             .forward_attempts
-            .with_label_values(&[backend, label])
+            .with_label_values(&[reach.destination().unwrap_or("none"), label])
             .inc();
-        if !destination.is_empty() {
+        if reach != Reach::Unprepared {
             self.metrics
                 .forward_duration
                 .observe(attempt.duration_ms as f64 / 1000.0);
@@ -162,13 +128,6 @@ impl delivery::Courier for Forwarder {
             self.metrics.dead_letters.inc();
         }
     }
-}
-
-fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
 }
 
 /// The backend URL with the original query appended (after the backend's own, if it has one).

@@ -3,6 +3,7 @@
 //!
 //! - [`ingress`]: the accept path (route, checks, store, answer);
 //! - [`forward`]: turning a stored request into a request to a backend;
+//! - [`stored`]: the spool file of a request (written by `ingress`, read by `forward`);
 //! - [`routes`]: the route table, swapped whole on reload;
 //! - [`metrics`]: whimp's metric handles;
 //! - [`run`]: start-up, signals (SIGHUP reload, SIGTERM drain) and shutdown; the parts both
@@ -12,6 +13,7 @@ pub mod forward;
 pub mod ingress;
 pub mod metrics;
 pub mod routes;
+pub mod stored;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,19 +91,7 @@ impl Daemon for Whimp {
     }
 }
 
-/// A short name of what a stored whimp file is for (`spool list` target column): its route.
-pub fn describe(head: &[u8]) -> String {
-    route_of(head).map_or_else(|| "?".into(), |route| format!("route {route}"))
-}
-
-/// The name of the route a stored whimp file came in on (`spool list --route`).
-pub fn route_of(head: &[u8]) -> Option<String> {
-    let (head, _) = httpmsg::parse_head(head).ok()?;
-    head.headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(ingress::meta::ROUTE))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-}
+pub use stored::{describe, route_of};
 
 /// Runs whimp with `config` (read from `config_path`, which SIGHUP re-reads) until SIGTERM.
 pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<(), StartError> {

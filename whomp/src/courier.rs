@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use delivery::{Finished, Ready, Refused, Sent};
+use delivery::{Finished, Reach, Ready, Refused, Sent};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use netguard::{Host, Rejection, Target};
 use spool::{Attempt, Claim};
@@ -30,7 +30,7 @@ use crate::sign;
 use crate::stored;
 
 /// How an attempt refused by pre-flight is recorded, before the rule: `pre-flight refused (dns): ...`.
-pub const REFUSED: &str = "pre-flight refused";
+const REFUSED: &str = "pre-flight refused";
 
 /// whomp's courier.
 #[derive(Debug)]
@@ -113,7 +113,7 @@ impl delivery::Courier for Courier {
         })
     }
 
-    async fn send(&self, payload: Payload) -> Sent {
+    async fn send(&self, payload: Payload) -> Result<Sent, Refused> {
         let Payload {
             live,
             target,
@@ -125,13 +125,13 @@ impl delivery::Courier for Courier {
             Ok(addrs) => addrs,
             Err(rejection) => {
                 self.metrics.rejected(rejection.rule);
-                return Sent {
+                // DNS may change back: retried by the message's policy.
+                return Err(Refused {
                     target: request.url,
-                    status: None,
-                    error: Some(refused(&rejection)),
-                    retry_after: None,
-                    excerpt: String::new(),
-                };
+                    error: refused(&rejection),
+                    permanent: false,
+                    policy: None,
+                });
             }
         };
         let _lease = match &target.host {
@@ -155,26 +155,22 @@ impl delivery::Courier for Courier {
                 }
             }
         }
-        delivery::send(&live.client, request).await
+        Ok(delivery::send(&live.client, request).await)
     }
 
-    fn observe(&self, destination: &str, attempt: &Attempt, outcome: &Finished) {
-        let refused = attempt
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(REFUSED));
-        let label = match outcome {
-            Finished::Delivered => names::OUTCOME_DELIVERED,
-            Finished::Dead { .. } => names::OUTCOME_DEAD,
-            Finished::Retry { .. } if refused => names::OUTCOME_REJECTED,
-            Finished::Retry { .. } if attempt.status.is_some() => names::OUTCOME_RETRY,
-            Finished::Retry { .. } => names::OUTCOME_ERROR,
+    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
+        let label = match (outcome, reach) {
+            (Finished::Delivered, _) => names::OUTCOME_DELIVERED,
+            (Finished::Dead { .. }, _) => names::OUTCOME_DEAD,
+            (Finished::Retry { .. }, Reach::Refused(_)) => names::OUTCOME_REJECTED,
+            (Finished::Retry { .. }, _) if attempt.status.is_some() => names::OUTCOME_RETRY,
+            (Finished::Retry { .. }, _) => names::OUTCOME_ERROR,
         };
         self.metrics
             .delivery_attempts
             .with_label_values(&[label])
             .inc();
-        if !destination.is_empty() && !refused {
+        if let Reach::Sent(_) = reach {
             self.metrics
                 .delivery_duration
                 .observe(attempt.duration_ms as f64 / 1000.0);
@@ -190,36 +186,19 @@ fn refused(rejection: &Rejection) -> String {
     format!("{REFUSED} ({}): {}", rejection.rule, rejection.message)
 }
 
-/// The submitter's fields as they go out: hop-by-hop fields (and those `Connection` names),
-/// `Host` (the client writes it from the URL, which pre-flight made sure it agrees with) and
-/// `Content-Length` (the client frames the body) are left out; the rest go in order.
+/// The submitter's fields as they go out (see [`sent_fields`]).
 fn outgoing_headers(fields: &[(String, Vec<u8>)]) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in sent_fields(fields) {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    headers
+    delivery::header_map(sent_fields(fields))
 }
 
-/// The fields of `fields` that are sent (see [`outgoing_headers`]), in order; an idempotency
+/// The fields of `fields` that are sent, in order: the end-to-end ones
+/// ([`httpmsg::end_to_end`]: `Host` is written by the client from the URL, which pre-flight made
+/// sure it agrees with) without whomp's metadata; an idempotency
 /// [`Fingerprint`](crate::idempotency::Fingerprint) covers these.
 pub(crate) fn sent_fields(
     fields: &[(String, Vec<u8>)],
 ) -> impl Iterator<Item = &(String, Vec<u8>)> {
-    let hop = httpmsg::connection_tokens(fields.iter());
-    fields.iter().filter(move |(name, _)| {
-        let lower = name.to_ascii_lowercase();
-        !(lower == "host"
-            || lower == "content-length"
-            || httpmsg::is_hop_by_hop(&lower)
-            || hop.contains(&lower)
-            || stored::is_meta(&lower))
-    })
+    httpmsg::end_to_end(fields, stored::is_meta)
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! are dropped before sending, and `Whomp-*` fields a submitter wrote are dropped on the way in
 //! so they cannot be forged.
 
-use std::io::Read;
 use std::path::Path;
 
 use httpmsg::Message;
@@ -33,7 +32,7 @@ pub mod meta {
 
 /// Spool files are re-read with limits at least as generous as anything a submission passed.
 pub const READ_LIMITS: httpmsg::Limits = httpmsg::Limits {
-    max_header_bytes: 1024 * 1024,
+    max_header_bytes: httpmsg::MAX_STORED_HEAD,
     max_headers: 10_000,
     max_body_bytes: usize::MAX,
 };
@@ -166,24 +165,9 @@ fn idempotency(fields: &[(String, Vec<u8>)]) -> Option<Idempotency> {
     })
 }
 
-/// The head of the stored file at `path`, through its blank line: read in pieces up to
-/// [`READ_LIMITS`], so a head is never cut short, however large a submitter made it.
+/// The head of the stored file at `path`, through its blank line (see [`httpmsg::read_head`]).
 pub fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut head = Vec::new();
-    let mut piece = [0u8; 16 * 1024];
-    while head.len() <= READ_LIMITS.max_header_bytes {
-        let n = file.read(&mut piece)?;
-        if n == 0 {
-            break;
-        }
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&piece[..n]);
-        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    Ok(head)
+    httpmsg::read_head(std::fs::File::open(path)?, READ_LIMITS.max_header_bytes)
 }
 
 /// The method and target of a stored file, from its first line alone (so a head cut short

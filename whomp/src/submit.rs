@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
+use server::edge::{self, BodyError};
 use server::listen::{Peer, Resp};
 use spool::{Key, Spool};
 use telemetry::names;
@@ -41,9 +42,6 @@ const HEAD_ALLOWANCE: u64 = 64 * 1024;
 /// Submissions up to this size are parsed where they arrive; larger ones on the blocking pool,
 /// so that a few large (or hostile) ones cannot hold every async worker while others wait.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
-
-/// Seconds a submitter is told to wait when the spool cannot store.
-const RETRY_AFTER_SECS: &str = "30";
 
 /// What the submission listener needs, shared by every connection.
 #[derive(Debug)]
@@ -216,24 +214,20 @@ impl Submissions {
             &message,
             &Meta {
                 id: id.to_string(),
-                received_at: server::cli::rfc3339(spool::now_ms()),
+                received_at: telemetry::rfc3339(spool::now_ms()),
                 signing_key: checked.signing_key,
                 idempotency,
             },
         );
         if let Err(e) = self.spool.enqueue(id, 1, file).await {
             tracing::error!(error = %e, "could not store a submission; answered 503");
-            let mut resp = Refusal::new(
+            let resp = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 names::SUBMISSION_UNAVAILABLE,
                 "cannot store the message now; retry later",
             )
             .into_response();
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-            return Ok((names::SUBMISSION_UNAVAILABLE, resp));
+            return Ok((names::SUBMISSION_UNAVAILABLE, edge::retry_later(resp)));
         }
         if let Some(reservation) = reservation {
             reservation.stored(id);
@@ -272,34 +266,24 @@ impl Submissions {
                 .saturating_mul(4)
                 .saturating_add(HEAD_ALLOWANCE),
         };
-        let announced = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let too_large = || {
-            Refusal::too_large(format!(
-                "submission larger than the limit of {} bytes for a message body",
-                self.max_body_bytes
-            ))
-        };
-        if announced.is_some_and(|n| n > raw_limit) {
-            return Err(too_large());
-        }
-        let limit = usize::try_from(raw_limit).unwrap_or(usize::MAX);
-        let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
-            .await
-        {
-            Err(_) => {
+        let bytes = match edge::read_body(&parts.headers, body, raw_limit, BODY_TIMEOUT).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => {
+                return Err(Refusal::too_large(format!(
+                    "submission larger than the limit of {} bytes for a message body",
+                    self.max_body_bytes
+                )))
+            }
+            Err(BodyError::TimedOut) => {
                 return Err(Refusal::new(
                     StatusCode::REQUEST_TIMEOUT,
                     names::SUBMISSION_INVALID,
                     "submission body not received in time",
                 ))
             }
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-            Ok(Err(_)) => return Err(Refusal::invalid("submission body could not be read")),
-            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(BodyError::Unreadable) => {
+                return Err(Refusal::invalid("submission body could not be read"))
+            }
         };
         let limits = httpmsg::Limits {
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
@@ -391,7 +375,7 @@ impl Submissions {
             .iter()
             .map(|a| {
                 json!({
-                    "at": server::cli::rfc3339(a.at_ms),
+                    "at": telemetry::rfc3339(a.at_ms),
                     "target": delivery::origin(&a.target),
                     "status": a.status,
                     "error": a.error,
@@ -408,7 +392,7 @@ impl Submissions {
                 "method": method,
                 "url": delivery::origin(&url),
                 "attempt_count": status.attempts,
-                "next_attempt_at": status.next_attempt_ms.map(server::cli::rfc3339),
+                "next_attempt_at": status.next_attempt_ms.map(telemetry::rfc3339),
                 "last_error": last_error,
                 "attempts": records,
             }),

@@ -21,6 +21,21 @@ pub struct Request {
     pub timeout: Duration,
 }
 
+/// A header map of `fields`, in order; a field that is not a valid name and value is left out
+/// (stored files are checked when written, so only a hand-edited file has one).
+pub fn header_map<'a>(fields: impl Iterator<Item = &'a (String, Vec<u8>)>) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in fields {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    headers
+}
+
 /// Sends `request` once and describes what happened. Never panics, never follows redirects.
 pub async fn send(client: &reqwest::Client, request: Request) -> Sent {
     let target = request.url.clone();

@@ -16,7 +16,7 @@
 mod http;
 mod shown;
 
-pub use http::{client_tls, send, Request};
+pub use http::{client_tls, header_map, send, Request};
 pub use shown::origin;
 
 use std::collections::{HashMap, VecDeque};
@@ -72,11 +72,34 @@ pub trait Courier: Send + Sync + 'static {
     /// worker, so it must be quick (a parse, no I/O); must not panic on any bytes.
     fn prepare(&self, claim: &Claim, file: Vec<u8>) -> Result<Ready<Self::Payload>, Refused>;
 
-    /// Makes one attempt.
-    fn send(&self, payload: Self::Payload) -> impl Future<Output = Sent> + Send;
+    /// Makes one attempt, or refuses it at the last moment without connecting (whomp's
+    /// pre-flight of the resolved addresses); a refusal without a policy of its own is decided
+    /// by the [`Ready`] one.
+    fn send(&self, payload: Self::Payload) -> impl Future<Output = Result<Sent, Refused>> + Send;
 
     /// Counts an attempt's outcome in metrics (the engine logs it).
-    fn observe(&self, destination: &str, attempt: &Attempt, outcome: &Finished);
+    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished);
+}
+
+/// How far an attempt got, for [`Courier::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach<'a> {
+    /// Refused by [`Courier::prepare`] (or the file could not be read): no destination known.
+    Unprepared,
+    /// Refused by [`Courier::send`] before connecting to this destination.
+    Refused(&'a str),
+    /// A request went to this destination: answered, or failed on the way.
+    Sent(&'a str),
+}
+
+impl<'a> Reach<'a> {
+    /// The destination, once one was known.
+    pub fn destination(self) -> Option<&'a str> {
+        match self {
+            Reach::Unprepared => None,
+            Reach::Refused(d) | Reach::Sent(d) => Some(d),
+        }
+    }
 }
 
 /// How an attempt ended, as the engine decided it.
@@ -338,25 +361,42 @@ fn attempt<C: Courier>(
         let _ = tx.send(Event::Sent {
             destination: ready.destination.clone(),
         });
-        let attempt = Attempt {
-            at_ms,
-            target: origin(&sent.target),
-            status: sent.status,
-            error: sent.error.clone(),
-            duration_ms: started.elapsed().as_millis() as u64,
-            excerpt: sent.excerpt.clone(),
-        };
-        let finished = match sent.status {
-            Some(status) if retry::is_success(status) => Finished::Delivered,
-            status => {
-                let honoured = matches!(status, Some(429 | 503))
-                    .then_some(sent.retry_after)
-                    .flatten();
-                decide(&ready.policy, &claim, status, honoured)
+        let (attempt, finished, reach) = match sent {
+            Ok(sent) => {
+                let attempt = Attempt {
+                    at_ms,
+                    target: origin(&sent.target),
+                    status: sent.status,
+                    error: sent.error,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    excerpt: sent.excerpt,
+                };
+                let finished = match sent.status {
+                    Some(status) if retry::is_success(status) => Finished::Delivered,
+                    status => {
+                        let honoured = matches!(status, Some(429 | 503))
+                            .then_some(sent.retry_after)
+                            .flatten();
+                        decide(&ready.policy, &claim, status, honoured)
+                    }
+                };
+                (attempt, finished, Reach::Sent(&ready.destination))
+            }
+            Err(refused) => {
+                let attempt = Attempt {
+                    at_ms,
+                    target: origin(&refused.target),
+                    status: None,
+                    error: Some(refused.error.clone()),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    excerpt: String::new(),
+                };
+                let finished = settle(refused, &claim, Some(&ready.policy));
+                (attempt, finished, Reach::Refused(&ready.destination))
             }
         };
-        courier.observe(&ready.destination, &attempt, &finished);
-        conclude(&spool, claim, &ready.destination, &attempt, finished).await;
+        courier.observe(reach, &attempt, &finished);
+        conclude(&spool, claim, reach, &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });
 }
@@ -378,20 +418,25 @@ fn record_refusal<C: Courier>(
             duration_ms: 0,
             excerpt: String::new(),
         };
-        let finished = match (&refused.policy, refused.permanent) {
-            (Some(policy), false) => decide(policy, &claim, None, None),
-            (None, false) => Finished::Retry {
-                // No policy to go by (the file could not even be read): look again in a minute.
-                due_ms: now_ms() + 60_000,
-            },
-            (_, true) => Finished::Dead {
-                reason: refused.error,
-            },
-        };
-        courier.observe("", &attempt, &finished);
-        conclude(&spool, claim, "", &attempt, finished).await;
+        let finished = settle(refused, &claim, None);
+        courier.observe(Reach::Unprepared, &attempt, &finished);
+        conclude(&spool, claim, Reach::Unprepared, &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });
+}
+
+/// What a refusal comes to: dead if permanent, else a retry by its policy (or `fallback`).
+fn settle(refused: Refused, claim: &Claim, fallback: Option<&Arc<Policy>>) -> Finished {
+    match (refused.policy.as_ref().or(fallback), refused.permanent) {
+        (Some(policy), false) => decide(policy, claim, None, None),
+        (None, false) => Finished::Retry {
+            // No policy to go by (the file could not even be read): look again in a minute.
+            due_ms: now_ms() + 60_000,
+        },
+        (_, true) => Finished::Dead {
+            reason: refused.error,
+        },
+    }
 }
 
 fn decide(
@@ -418,11 +463,12 @@ fn decide(
 async fn conclude(
     spool: &Spool,
     claim: Claim,
-    destination: &str,
+    reach: Reach<'_>,
     attempt: &Attempt,
     finished: Finished,
 ) {
     let key = claim.key;
+    let destination = reach.destination().unwrap_or("");
     let outcome = match &finished {
         Finished::Delivered => Outcome::Delivered,
         Finished::Retry { due_ms } => Outcome::Retry { due_ms: *due_ms },

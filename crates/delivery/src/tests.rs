@@ -14,6 +14,8 @@ struct Script {
     peak: Mutex<HashMap<String, usize>>,
     sent: AtomicUsize,
     observed: Mutex<Vec<(String, Finished)>>,
+    /// Destinations whose attempts were refused at send time, as observed.
+    refused: Mutex<Vec<String>>,
 }
 
 impl Courier for Script {
@@ -37,7 +39,15 @@ impl Courier for Script {
         })
     }
 
-    async fn send(&self, (dest, status): (String, u16)) -> Sent {
+    async fn send(&self, (dest, status): (String, u16)) -> Result<Sent, Refused> {
+        if dest == "refuse" {
+            return Err(Refused {
+                target: "http://refuse.example/in".into(),
+                error: "refused at send".into(),
+                permanent: false,
+                policy: None,
+            });
+        }
         {
             let mut now = self.now.lock().unwrap();
             let n = now.entry(dest.clone()).or_default();
@@ -52,20 +62,23 @@ impl Courier for Script {
         }
         *self.now.lock().unwrap().get_mut(&dest).unwrap() -= 1;
         self.sent.fetch_add(1, Ordering::SeqCst);
-        Sent {
+        Ok(Sent {
             target: dest,
             status: Some(status),
             error: None,
             retry_after: None,
             excerpt: String::new(),
-        }
+        })
     }
 
-    fn observe(&self, destination: &str, _attempt: &Attempt, outcome: &Finished) {
-        self.observed
-            .lock()
-            .unwrap()
-            .push((destination.to_owned(), outcome.clone()));
+    fn observe(&self, reach: Reach<'_>, _attempt: &Attempt, outcome: &Finished) {
+        if let Reach::Refused(d) = reach {
+            self.refused.lock().unwrap().push(d.to_owned());
+        }
+        self.observed.lock().unwrap().push((
+            reach.destination().unwrap_or("").to_owned(),
+            outcome.clone(),
+        ));
     }
 }
 
@@ -104,6 +117,7 @@ fn check(max_attempts: Option<u32>) -> Check {
         peak: Mutex::default(),
         sent: AtomicUsize::new(0),
         observed: Mutex::default(),
+        refused: Mutex::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = Limits {
@@ -232,6 +246,41 @@ async fn failures_retry_then_die_and_410_dies_at_once() {
             == Finished::Dead {
                 reason: "status 410 is listed in retry.give_up_on".into()
             }));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_at_send_is_retried_by_the_ready_policy_and_frees_its_slot() {
+    let c = check(Some(2));
+    let mut keys = Vec::new();
+    // More than the destination's two slots: each refusal must give its slot back.
+    for _ in 0..3 {
+        keys.push(c.put("refuse 200").await);
+    }
+    let unprepared = c.put("broken 200").await;
+    c.wait_until("all are dead", |c| {
+        keys.iter()
+            .chain([&unprepared])
+            .all(|k| c.state(*k) == spool::State::Dead)
+    })
+    .await;
+    for key in &keys {
+        let attempts = c.spool.attempts(*key);
+        assert_eq!(
+            attempts.len(),
+            2,
+            "a retry by the policy, then max_attempts"
+        );
+        assert_eq!(attempts[0].error.as_deref(), Some("refused at send"));
+        assert_eq!(attempts[0].target, "http://refuse.example:80");
+    }
+    assert_eq!(c.script.sent.load(Ordering::SeqCst), 0);
+    assert_eq!(*c.script.refused.lock().unwrap(), vec!["refuse"; 6]);
+    let observed = c.script.observed.lock().unwrap().clone();
+    assert!(
+        observed.iter().any(|(d, _)| d.is_empty()),
+        "a refusal in prepare has no destination"
+    );
     c.stop().await;
 }
 

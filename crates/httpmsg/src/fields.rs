@@ -85,6 +85,25 @@ where
     tokens
 }
 
+/// The fields of a stored request that go on to the next hop, in order: all but the hop-by-hop
+/// fields (and those its `Connection` fields name), `Host` (the client writes it from the URL)
+/// and `Content-Length` (the client frames the body), and those `also_drop` says to drop (it is
+/// given the name in lower case). Both daemons' forwarding goes through this one filter.
+pub fn end_to_end<'a>(
+    fields: &'a [(String, Vec<u8>)],
+    also_drop: impl Fn(&str) -> bool + 'a,
+) -> impl Iterator<Item = &'a (String, Vec<u8>)> + 'a {
+    let hop = connection_tokens(fields);
+    fields.iter().filter(move |(name, _)| {
+        let lower = name.to_ascii_lowercase();
+        !(lower == "host"
+            || lower == "content-length"
+            || is_hop_by_hop(&lower)
+            || hop.contains(&lower)
+            || also_drop(&lower))
+    })
+}
+
 /// Whether `s` is an RFC 9110 token: one or more of `!#$%&'*+-.^_`|~`, digits and ASCII letters.
 ///
 /// Methods and field names must be tokens.
@@ -150,6 +169,30 @@ pub(crate) fn snippet(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_to_end_fields_go_on_in_order() {
+        let fields: Vec<(String, Vec<u8>)> = [
+            ("Host", "a.example"),
+            ("Content-Type", "text/plain"),
+            ("Connection", "close, X-Drop"),
+            ("X-Drop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("X-Tag", "a"),
+            ("Content-Length", "2"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Own", "meta"),
+            ("x-tag", "b"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let kept: Vec<&[u8]> = end_to_end(&fields, |n| n == "x-own")
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        assert_eq!(kept, [&b"text/plain"[..], b"a", b"b"]);
+    }
 
     #[test]
     fn tokens() {

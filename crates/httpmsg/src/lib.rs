@@ -24,14 +24,17 @@
 
 mod envelope;
 mod fields;
+mod head;
 mod message;
 mod parse;
 mod write;
 
 pub use envelope::{from_json, EnvelopeError};
 pub use fields::{
-    connection_tokens, is_hop_by_hop, valid_header_value, valid_token, HeaderField, HOP_BY_HOP,
+    connection_tokens, end_to_end, is_hop_by_hop, valid_header_value, valid_token, HeaderField,
+    HOP_BY_HOP,
 };
+pub use head::{read_head, MAX_STORED_HEAD};
 pub use message::{Head, Message, Version};
 pub use parse::{parse, parse_head, parse_head_with, Limits, ParseError, ParseErrorKind, Part};
 pub use write::{write, write_into};

@@ -1,8 +1,10 @@
-//! What running a daemon takes, shared by whimp and whomp: listeners ([`listen`]), reloadable
-//! TLS ([`tls`]), signals, the command line ([`cli`]), and the admin endpoints of the spool.
+//! What running a daemon takes, shared by whimp and whomp: listeners ([`listen`]), what their
+//! handlers do alike ([`edge`]), reloadable TLS ([`tls`]), signals, the command line ([`cli`]),
+//! and the admin endpoints of the spool.
 
 pub mod cli;
 pub mod daemon;
+pub mod edge;
 pub mod listen;
 pub mod tls;
 
