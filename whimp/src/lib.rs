@@ -99,16 +99,7 @@ pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<
     let metrics = Metrics::new();
     let table = Table::build(&config, &metrics).map_err(|e| StartError::Config(e.to_string()))?;
     let routes = Arc::new(Current::new(table));
-    let fallback = Arc::new(
-        retry::Policy::try_new(
-            config.retry.initial,
-            config.retry.max_interval,
-            config.retry.max_age,
-            config.retry.max_attempts,
-            config.retry.give_up_on.clone(),
-        )
-        .map_err(|e| StartError::Config(e.to_string()))?,
-    );
+    let fallback = Arc::new(config.retry.clone());
     let client = client(&config).map_err(StartError::Config)?;
 
     // Bind everything before announcing anything, so a half-started daemon never looks ready.

@@ -1,4 +1,4 @@
-//! The route table: the config's routes made ready for the hot path (exact-path map, parsed
+//! The route table: the config's routes made ready for the hot path (exact-path map, shared
 //! policies, metric handles), swapped whole on reload so a request sees one consistent table.
 
 use std::collections::HashMap;
@@ -105,14 +105,6 @@ impl Table {
                 route: r.name.clone(),
                 reason,
             };
-            let policy = Policy::try_new(
-                r.retry.initial,
-                r.retry.max_interval,
-                r.retry.max_age,
-                r.retry.max_attempts,
-                r.retry.give_up_on.clone(),
-            )
-            .map_err(|e| fail(e.to_string()))?;
             if r.backends.len() > usize::from(u8::MAX) {
                 return Err(fail("more than 255 backends".into()));
             }
@@ -142,7 +134,7 @@ impl Table {
                         label: format!("{}/{}", r.name, i + 1).into(),
                     })
                     .collect(),
-                policy: Arc::new(policy),
+                policy: Arc::new(r.retry.clone()),
                 counters,
                 metrics: metrics.clone(),
             });

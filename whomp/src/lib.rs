@@ -256,8 +256,8 @@ impl Daemon for Whomp {
     }
 
     fn check(config: &Self::Config) -> Result<String, Vec<config::Problem>> {
-        // Rules, DNS, policy and certificates are checked the way the daemon builds them, every
-        // problem told.
+        // DNS, the HTTP client and certificates are checked the way the daemon builds them (the
+        // rules and the policy were checked by config), every problem told.
         let mut problems = match Live::build(config) {
             Ok(_) => Vec::new(),
             Err(e) => daemon::unplaced(&e.to_string()),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use config::Secret;
-use netguard::{Guard, Resolver, Rules};
+use netguard::{Guard, Resolver};
 
 /// Everything reloadable.
 #[derive(Debug)]
@@ -30,37 +30,19 @@ pub struct Live {
     pub timeout: Duration,
 }
 
-/// Why a config cannot become the live settings (at start: exit 64; on reload: refused).
+/// Why a config cannot become the live settings (at start: exit 64; on reload: refused). The
+/// rules and the policy come from config already checked; what is left is what only building
+/// them tells.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    #[error("preflight: {0}")]
-    Rules(#[from] netguard::InvalidRules),
     #[error("dns: {0}")]
     Resolver(#[from] netguard::ResolverConfigError),
-    #[error("retry: {0}")]
-    Policy(#[from] retry::InvalidPolicy),
     #[error("delivery: {0}")]
     Client(String),
 }
 
-/// The `preflight:` section as netguard's rules.
-fn rules(p: &config::whomp::Preflight) -> Rules {
-    Rules {
-        allow_http: p.allow_http,
-        methods: p.methods.clone(),
-        ports: p.ports.clone(),
-        reject_hosts: p.reject_hosts.clone(),
-        reject_cidrs: p.reject_cidrs.clone(),
-        allow_cidrs: p.allow_cidrs.clone(),
-        nat64_prefixes: p.nat64_prefixes.clone(),
-        max_url_bytes: p.max_url_bytes,
-    }
-}
-
 impl Live {
     pub fn build(config: &config::whomp::Config) -> Result<Live, LiveError> {
-        let rules = rules(&config.preflight);
-        rules.validate()?;
         let fixed: HashMap<String, Vec<IpAddr>> = config
             .dns
             .r#static
@@ -72,14 +54,6 @@ impl Live {
         } else {
             Resolver::new(config.dns.servers.clone(), fixed)
         };
-        let r = &config.retry;
-        let policy = retry::Policy::try_new(
-            r.initial,
-            r.max_interval,
-            r.max_age,
-            r.max_attempts,
-            r.give_up_on.clone(),
-        )?;
         let checked = Arc::new(CheckedAddrs::default());
         let tls =
             delivery::client_tls(config.delivery.ca_file.as_deref()).map_err(LiveError::Client)?;
@@ -95,12 +69,12 @@ impl Live {
             .build()
             .map_err(|e| LiveError::Client(format!("cannot build the HTTP client: {e}")))?;
         Ok(Live {
-            guard: Guard::new(rules, resolver),
+            guard: Guard::new(config.preflight.clone(), resolver),
             client,
             checked,
             tokens: config.auth.tokens.clone(),
             keys: config.signing.keys.clone(),
-            policy: Arc::new(policy),
+            policy: Arc::new(config.retry.clone()),
             timeout: config.delivery.timeout,
         })
     }
@@ -222,15 +196,6 @@ impl reqwest::dns::Resolve for CheckedAddrs {
 mod tests {
     use super::*;
     use reqwest::dns::Resolve as _;
-
-    #[test]
-    fn config_defaults_are_netguards_defaults() {
-        // Both crates spell the design's defaults; this keeps them from drifting apart.
-        assert_eq!(
-            rules(&config::whomp::Preflight::default()),
-            Rules::default()
-        );
-    }
 
     fn config(text: &str) -> config::whomp::Config {
         config::parse_whomp(text, std::path::Path::new("/tmp/whomp.yaml")).unwrap()

@@ -1,10 +1,12 @@
 //! The sections both daemons share (listeners, admin, spool, log, retry), in their typed form and
-//! their raw form, and how one becomes the other.
+//! their raw form, and how one becomes the other. The `retry` section becomes a
+//! [`retry::Policy`] itself: its checked constructor judges it, and this module says where.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use retry::Policy;
 use serde::Deserialize;
 
 use crate::check::Checker;
@@ -119,31 +121,6 @@ pub enum Facility {
     Local7,
 }
 
-/// The delivery retry policy, checked: `initial` and `max_interval` are non-zero and in order,
-/// `max_attempts` is at least 1, `give_up_on` holds only failure statuses (300..=599).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Retry {
-    pub initial: Duration,
-    pub max_interval: Duration,
-    pub max_age: Duration,
-    /// `None`: no limit but `max_age`.
-    pub max_attempts: Option<u32>,
-    /// Statuses that dead-letter at once; default `[410]`.
-    pub give_up_on: Vec<u16>,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            initial: Duration::from_secs(1),
-            max_interval: Duration::from_secs(3600),
-            max_age: Duration::from_secs(24 * 3600),
-            max_attempts: None,
-            give_up_on: vec![410],
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a listener mapping with `addr`")]
 pub(crate) struct RawListener {
@@ -192,9 +169,16 @@ pub(crate) struct RawRetry {
     max_interval: Option<DurationValue>,
     max_age: Option<DurationValue>,
     max_attempts: Option<Whole<u32, 1>>,
-    /// Failure statuses only.
-    give_up_on: Option<Vec<Whole<u16, 300, 599>>>,
+    give_up_on: Option<Vec<GiveUpStatus>>,
 }
+
+/// A status `give_up_on` may list ([`retry::GIVE_UP_STATUSES`]), so that another one is reported
+/// where it is written, with the other bad values.
+type GiveUpStatus = Whole<
+    u16,
+    { *retry::GIVE_UP_STATUSES.start() as u64 },
+    { *retry::GIVE_UP_STATUSES.end() as u64 },
+>;
 
 /// Builds the listeners; `listen` left out means the one default address.
 pub(crate) fn listeners(
@@ -265,27 +249,18 @@ pub(crate) fn log(raw: Option<RawLog>) -> Log {
 }
 
 /// Builds the global retry policy from `retry`.
-pub(crate) fn retry(ck: &mut Checker<'_>, raw: Option<RawRetry>) -> Retry {
-    let raw = raw.unwrap_or_default();
-    let merged = merge_retry(&Retry::default(), &raw);
-    check_retry(ck, &Ptr::root().key("retry"), &raw, &merged);
-    merged
+pub(crate) fn retry(ck: &mut Checker<'_>, raw: &RawRetry) -> Policy {
+    policy(ck, &Ptr::root().key("retry"), raw, &RawRetry::default())
 }
 
-/// Builds a route's policy: its override at `at` merged over the global one. Problems that only
-/// involve global values were reported with the global section, so they are not repeated here.
+/// Builds a route's policy: its override at `at` over the global section `global`.
 pub(crate) fn retry_override(
     ck: &mut Checker<'_>,
     at: &Ptr,
-    global: &Retry,
+    global: &RawRetry,
     raw: Option<RawRetry>,
-) -> Retry {
-    let Some(raw) = raw else {
-        return global.clone();
-    };
-    let merged = merge_retry(global, &raw);
-    check_retry(ck, at, &raw, &merged);
-    merged
+) -> Policy {
+    policy(ck, at, &raw.unwrap_or_default(), global)
 }
 
 /// A duration written in the file and valid; a bad one was reported and counts as left out.
@@ -293,45 +268,107 @@ fn duration(value: Option<DurationValue>) -> Option<Duration> {
     value.and_then(|d| d.0)
 }
 
-fn merge_retry(base: &Retry, raw: &RawRetry) -> Retry {
-    Retry {
-        initial: duration(raw.initial).unwrap_or(base.initial),
-        max_interval: duration(raw.max_interval).unwrap_or(base.max_interval),
-        max_age: duration(raw.max_age).unwrap_or(base.max_age),
-        max_attempts: whole(raw.max_attempts).or(base.max_attempts),
-        give_up_on: raw.give_up_on.as_ref().map_or_else(
-            || base.give_up_on.clone(),
-            |statuses| statuses.iter().filter_map(|s| s.0).collect(),
-        ),
+/// The policy of the section `written` (at `at`), each key it leaves out taken from `base`, then
+/// from [`Policy::default`]. [`Policy::try_new`] judges it; each problem is reported at the key
+/// of `written` it involves, and one that involves none of them (a route inheriting a bad
+/// global value) was reported with the section that wrote it. A refused policy is replaced by
+/// the default, which never leaves this crate: the config is refused.
+fn policy(ck: &mut Checker<'_>, at: &Ptr, written: &RawRetry, base: &RawRetry) -> Policy {
+    let default = Policy::default();
+    let pick = |key: fn(&RawRetry) -> Option<DurationValue>, fallback: Duration| {
+        duration(key(written))
+            .or(duration(key(base)))
+            .unwrap_or(fallback)
+    };
+    let give_up_on = match written.give_up_on.as_ref().or(base.give_up_on.as_ref()) {
+        Some(statuses) => statuses.iter().filter_map(|s| s.0).collect(),
+        None => default.give_up_on().to_vec(),
+    };
+    let built = Policy::try_new(
+        pick(|r| r.initial, default.initial()),
+        pick(|r| r.max_interval, default.max_interval()),
+        pick(|r| r.max_age, default.max_age()),
+        whole(written.max_attempts)
+            .or(whole(base.max_attempts))
+            .or(default.max_attempts()),
+        give_up_on,
+    );
+    match built {
+        Ok(policy) => policy,
+        Err(invalid) => {
+            for problem in invalid.problems {
+                if let Some((key, message)) = retry_problem(written, problem) {
+                    ck.problem(&key.resolve(at), message);
+                }
+            }
+            default
+        }
     }
 }
 
-/// Checks `merged`, reporting only problems that involve a field written in `raw` (at `at`).
-fn check_retry(ck: &mut Checker<'_>, at: &Ptr, raw: &RawRetry, merged: &Retry) {
-    let initial = duration(raw.initial).is_some();
-    let max_interval = duration(raw.max_interval).is_some();
-    for (name, written, value) in [
-        ("initial", initial, merged.initial),
-        ("max_interval", max_interval, merged.max_interval),
-        ("max_age", duration(raw.max_age).is_some(), merged.max_age),
-    ] {
-        if written && value.is_zero() {
-            ck.problem(
-                &at.key(name),
-                format_args!("{name} must be greater than zero"),
-            );
+/// Where a retry key is, under its section.
+enum RetryKey {
+    Named(&'static str),
+    /// An entry of `give_up_on`, by its position in the file.
+    Status(usize),
+}
+
+impl RetryKey {
+    fn resolve(&self, at: &Ptr) -> Ptr {
+        match self {
+            RetryKey::Named(name) => at.key(name),
+            RetryKey::Status(i) => at.key("give_up_on").index(*i),
         }
     }
-    if merged.initial > merged.max_interval && (initial || max_interval) {
-        let name = if initial { "initial" } else { "max_interval" };
-        ck.problem(
-            &at.key(name),
-            format_args!(
-                "retry initial {} is greater than max_interval {}",
-                format_duration(merged.initial),
-                format_duration(merged.max_interval)
-            ),
-        );
+}
+
+/// The key of `written` that `problem` involves, and what to say there; `None` if `written`
+/// sets none of the keys involved.
+fn retry_problem(written: &RawRetry, problem: retry::Problem) -> Option<(RetryKey, String)> {
+    use retry::Problem;
+    let initial = duration(written.initial).is_some();
+    let max_interval = duration(written.max_interval).is_some();
+    let zero = |name: &'static str, is_written: bool| {
+        is_written.then(|| {
+            (
+                RetryKey::Named(name),
+                format!("{name} must be greater than zero"),
+            )
+        })
+    };
+    match problem {
+        Problem::ZeroInitial => zero("initial", initial),
+        Problem::ZeroMaxInterval => zero("max_interval", max_interval),
+        Problem::ZeroMaxAge => zero("max_age", duration(written.max_age).is_some()),
+        Problem::InitialAboveMax {
+            initial: first,
+            max_interval: cap,
+        } => (initial || max_interval).then(|| {
+            let name = if initial { "initial" } else { "max_interval" };
+            (
+                RetryKey::Named(name),
+                format!(
+                    "retry initial {} is greater than max_interval {}",
+                    format_duration(first),
+                    format_duration(cap)
+                ),
+            )
+        }),
+        Problem::ZeroAttempts => whole(written.max_attempts)
+            .is_some()
+            .then(|| (RetryKey::Named("max_attempts"), problem.to_string())),
+        Problem::BadStatus { index, .. } => {
+            // `index` counts the valid entries; a bad one was reported and left out.
+            let position = written
+                .give_up_on
+                .as_ref()?
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.0.is_some())
+                .nth(index)?
+                .0;
+            Some((RetryKey::Status(position), problem.to_string()))
+        }
     }
 }
 

@@ -6,7 +6,10 @@
 //! leaf values (durations, addresses, ranges, methods, URLs, numbers, booleans, log levels) parse
 //! themselves, so a bad value is reported where it is written. Then the raw structs are validated
 //! into the typed [`whimp::Config`] or [`whomp::Config`], with defaults filled in and relative
-//! paths resolved against the config file's directory. An unknown key or a YAML syntax error ends
+//! paths resolved against the config file's directory. The retry policy and whomp's pre-flight
+//! rules come out as the domain types themselves, [`retry::Policy`] and [`netguard::Rules`],
+//! judged by their own checks ([`retry::Policy::try_new`], [`netguard::Rules::validate`]); this
+//! crate says where in the file each problem is. An unknown key or a YAML syntax error ends
 //! the reading where it is, after the bad values found before it.
 
 mod check;
@@ -19,7 +22,7 @@ pub mod whomp;
 
 use std::path::Path;
 
-pub use common::{Admin, Facility, Listener, Log, LogFormat, LogLevel, Retry, Spool, Tls};
+pub use common::{Admin, Facility, Listener, Log, LogFormat, LogLevel, Spool, Tls};
 pub use error::{ConfigError, Location, Problem};
 pub use value::{parse_duration, Secret};
 

@@ -111,7 +111,7 @@ fn shipped_whimp_config_loads() {
     assert!(config.spool.fsync);
     assert_eq!(config.limits, whimp::Limits::default());
     assert_eq!(config.delivery, whimp::Delivery::default());
-    assert_eq!(config.retry, crate::Retry::default());
+    assert_eq!(config.retry, retry::Policy::default());
     assert_eq!(config.routes.len(), 1);
     let route = &config.routes[0];
     assert_eq!(route.path, "/demo/01JDEMO0000000000000000000");
@@ -133,7 +133,7 @@ fn shipped_whomp_config_loads() {
         std::path::absolute(shipped("../var/whomp")).unwrap()
     );
     assert!(!config.preflight.allow_http);
-    assert_eq!(config.preflight, whomp::Preflight::default());
+    assert_eq!(config.preflight, netguard::Rules::default());
     assert_eq!(config.delivery, whomp::Delivery::default());
     assert_eq!(config.limits, whomp::Limits::default());
     assert_eq!(config.auth, whomp::Auth::default());
@@ -166,9 +166,9 @@ fn design_whimp_example_loads() {
         Some(vec!["64.4.240.0/21".parse().unwrap()])
     );
     // The override changes max_age only; the rest comes from the global policy.
-    assert_eq!(route.retry.max_age, Duration::from_secs(72 * 3600));
-    assert_eq!(route.retry.initial, config.retry.initial);
-    assert_eq!(config.retry.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(route.retry.max_age(), Duration::from_secs(72 * 3600));
+    assert_eq!(route.retry.initial(), config.retry.initial());
+    assert_eq!(config.retry.max_age(), Duration::from_secs(24 * 3600));
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn route_defaults_are_filled_in() {
     assert_eq!(route.methods, None);
     assert_eq!(route.allow_from, None);
     assert_eq!(route.response.status, 200);
-    assert_eq!(route.retry, crate::Retry::default());
+    assert_eq!(route.retry, retry::Policy::default());
 }
 
 #[test]
@@ -319,12 +319,12 @@ fn route_retry_is_merged_over_the_global_policy() {
     );
     let config = whimp_ok(&text);
     let retry = &config.routes[0].retry;
-    assert_eq!(retry.initial, Duration::from_secs(2));
-    assert_eq!(retry.max_interval, Duration::from_secs(600));
-    assert_eq!(retry.max_age, Duration::from_secs(86_400));
-    assert_eq!(retry.max_attempts, Some(5));
-    assert!(retry.give_up_on.is_empty());
-    assert_eq!(config.retry.give_up_on, [404, 410]);
+    assert_eq!(retry.initial(), Duration::from_secs(2));
+    assert_eq!(retry.max_interval(), Duration::from_secs(600));
+    assert_eq!(retry.max_age(), Duration::from_secs(86_400));
+    assert_eq!(retry.max_attempts(), Some(5));
+    assert!(retry.give_up_on().is_empty());
+    assert_eq!(config.retry.give_up_on(), [404, 410]);
 }
 
 #[test]
@@ -906,6 +906,40 @@ fn whomp_nat64_prefixes_and_url_limit() {
              {FILE}:2:36: nat64 prefix 10.0.0.0/8 must be an IPv6 prefix of length 32, 40, 48, \
              56, 64 or 96 (RFC 6052), such as \"64:ff9b::/96\"\n\
              {FILE}:3:18: invalid number 0: expected a whole number of at least 1"
+        ),
+    );
+}
+
+#[test]
+fn retry_problems_are_reported_at_the_keys_written() {
+    // The route writes only `initial`: the global section's problems are not told twice.
+    let text = format!(
+        "retry: {{ max_interval: 0s, max_age: 0s }}\n{ROUTE}    retry: {{ initial: 0s }}\n"
+    );
+    check(
+        parse_whimp,
+        &text,
+        &format!(
+            "{FILE}:1:24: max_interval must be greater than zero\n\
+             {FILE}:1:24: retry initial 1s is greater than max_interval 0ms\n\
+             {FILE}:1:37: max_age must be greater than zero\n\
+             {FILE}:6:23: initial must be greater than zero"
+        ),
+    );
+}
+
+#[test]
+fn a_list_problem_is_reported_at_its_own_value_after_a_bad_one() {
+    // The second prefix is the wrong one; the first does not parse, and must not shift the place
+    // of the second's problem onto itself.
+    check(
+        parse_whomp,
+        "preflight:\n  nat64_prefixes: [nonsense, \"64:ff9b::/95\"]\n",
+        &format!(
+            "{FILE}:2:20: invalid CIDR \"nonsense\": expected an address range such as \
+             \"10.0.0.0/8\" or \"2001:db8::/32\"\n\
+             {FILE}:2:30: nat64 prefix 64:ff9b::/95 must be an IPv6 prefix of length 32, 40, 48, \
+             56, 64 or 96 (RFC 6052), such as \"64:ff9b::/96\""
         ),
     );
 }

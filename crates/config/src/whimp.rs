@@ -15,7 +15,8 @@ use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
 use crate::error::ConfigError;
 use crate::locate::Ptr;
 use crate::value::{whole, CidrValue, DurationValue, MethodValue, UriValue, Whole};
-use crate::{Admin, Listener, Log, Retry, Spool};
+use crate::{Admin, Listener, Log, Spool};
+use retry::Policy;
 
 /// The whole whimp configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +27,9 @@ pub struct Config {
     pub spool: Spool,
     pub log: Log,
     pub limits: Limits,
-    /// The global policy; each route carries its own merged copy in [`Route::retry`].
-    pub retry: Retry,
+    /// The global policy (default [`Policy::default`]); each route carries its own, merged, in
+    /// [`Route::retry`].
+    pub retry: Policy,
     pub delivery: Delivery,
     /// Distinct paths, each starting with `/`.
     pub routes: Vec<Route>,
@@ -98,7 +100,7 @@ pub struct Route {
     /// At least one; each gets its own copy.
     pub backends: Vec<Backend>,
     /// The global policy merged with this route's override.
-    pub retry: Retry,
+    pub retry: Policy,
 }
 
 /// What the sender is told once its request is stored.
@@ -213,8 +215,9 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
     let listen = common::listeners(ck, raw.listen, DEFAULT_LISTEN);
     let admin = common::admin(raw.admin, DEFAULT_ADMIN);
     common::check_distinct_addresses(ck, &listen, listen_written, &admin, admin_written);
-    let retry = common::retry(ck, raw.retry);
-    let routes = routes(ck, raw.routes.unwrap_or_default(), &retry);
+    let raw_retry = raw.retry.unwrap_or_default();
+    let retry = common::retry(ck, &raw_retry);
+    let routes = routes(ck, raw.routes.unwrap_or_default(), &raw_retry);
     Config {
         listen,
         admin,
@@ -263,7 +266,7 @@ fn delivery(ck: &mut Checker<'_>, raw: RawDelivery) -> Delivery {
     }
 }
 
-fn routes(ck: &mut Checker<'_>, raw: Vec<RawRoute>, global_retry: &Retry) -> Vec<Route> {
+fn routes(ck: &mut Checker<'_>, raw: Vec<RawRoute>, global_retry: &RawRetry) -> Vec<Route> {
     let mut first_index: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for (i, raw) in raw.into_iter().enumerate() {
@@ -287,7 +290,7 @@ fn routes(ck: &mut Checker<'_>, raw: Vec<RawRoute>, global_retry: &Retry) -> Vec
     routes
 }
 
-fn route(ck: &mut Checker<'_>, at: &Ptr, raw: RawRoute, global_retry: &Retry) -> Route {
+fn route(ck: &mut Checker<'_>, at: &Ptr, raw: RawRoute, global_retry: &RawRetry) -> Route {
     let name = match raw.name {
         Some(name) => {
             if !is_metric_label(&name) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use ipnet::IpNet;
+use netguard::Rules;
+use retry::Policy;
 use serde::Deserialize;
 
 use crate::check::{self, Checker};
@@ -20,7 +21,7 @@ use crate::value::{
     whole, CidrValue, DnsServerValue, DurationValue, Flag, IpValue, MethodValue, TokenList,
     UniqueMap, Whole,
 };
-use crate::{Admin, Listener, Log, Retry, Secret, Spool};
+use crate::{Admin, Listener, Log, Secret, Spool};
 
 /// The whole whomp configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,9 +33,13 @@ pub struct Config {
     pub spool: Spool,
     pub log: Log,
     pub limits: Limits,
-    pub retry: Retry,
+    /// Default [`Policy::default`].
+    pub retry: Policy,
     pub delivery: Delivery,
-    pub preflight: Preflight,
+    /// The operator's rules for destinations, on top of the built-in special-purpose ranges;
+    /// default [`Rules::default`] (https, `POST`, ports 443 and 8443, no `*.internal`,
+    /// `*.local` or `*.home.arpa`). Host patterns are lower case, without a trailing dot.
+    pub preflight: Rules,
     pub dns: Dns,
     pub signing: Signing,
 }
@@ -97,47 +102,6 @@ impl Default for Delivery {
             user_agent: "whomp".to_owned(),
             concurrency: 64,
             ca_file: None,
-        }
-    }
-}
-
-/// The operator's rules for destinations, on top of the built-in special-purpose ranges.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Preflight {
-    /// Whether `http://` destinations are allowed (with port 80); default false.
-    pub allow_http: bool,
-    /// Allowed methods, upper case; default `[POST]`.
-    pub methods: Vec<String>,
-    /// Allowed ports; default `[443, 8443]`. Never 0.
-    pub ports: Vec<u16>,
-    /// Refused hosts, lower case, without a trailing dot: exact names or `*.suffix`.
-    pub reject_hosts: Vec<String>,
-    /// Refused ranges, added to the built-in ones.
-    pub reject_cidrs: Vec<IpNet>,
-    /// Exceptions to the built-in ranges.
-    pub allow_cidrs: Vec<IpNet>,
-    /// NAT64 prefixes in use (IPv6, RFC 6052 lengths); addresses inside them are judged by the
-    /// IPv4 address they carry. Default none: every NAT64, 6to4 and Teredo address is refused.
-    pub nat64_prefixes: Vec<IpNet>,
-    /// The longest target URL accepted; default 8192 bytes.
-    pub max_url_bytes: usize,
-}
-
-impl Default for Preflight {
-    fn default() -> Self {
-        Preflight {
-            allow_http: false,
-            methods: vec!["POST".to_owned()],
-            ports: vec![443, 8443],
-            // Names that only ever mean something inside a network; a list in the config
-            // replaces these (the same defaults as `netguard::Rules::default()`).
-            reject_hosts: ["*.internal", "*.local", "*.home.arpa"]
-                .map(str::to_owned)
-                .to_vec(),
-            reject_cidrs: Vec::new(),
-            allow_cidrs: Vec::new(),
-            nat64_prefixes: Vec::new(),
-            max_url_bytes: 8 * 1024,
         }
     }
 }
@@ -260,7 +224,7 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         spool: common::spool(ck, raw.spool, "/var/spool/whomp"),
         log: common::log(raw.log),
         limits: limits(ck, raw.limits.unwrap_or_default()),
-        retry: common::retry(ck, raw.retry),
+        retry: common::retry(ck, &raw.retry.unwrap_or_default()),
         delivery: delivery(ck, raw.delivery.unwrap_or_default()),
         preflight: preflight(ck, raw.preflight.unwrap_or_default()),
         dns: dns(ck, raw.dns.unwrap_or_default()),
@@ -331,89 +295,119 @@ fn delivery(ck: &mut Checker<'_>, raw: RawDelivery) -> Delivery {
     }
 }
 
-fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Preflight {
+/// Builds the rules of `preflight`, judged by [`Rules::validate`]; each problem it finds is
+/// reported at the entry it names. An empty list is refused here: the rules would be valid, but
+/// would refuse every message.
+fn preflight(ck: &mut Checker<'_>, raw: RawPreflight) -> Rules {
     let at = Ptr::root().key("preflight");
-    let default = Preflight::default();
-    let methods = match raw.methods {
-        Some(methods) => {
-            if methods.is_empty() {
-                ck.problem(
-                    &at.key("methods"),
-                    "methods is empty, so every message would be refused",
-                );
-            }
-            methods
-                .into_iter()
-                .filter_map(|m| Some(m.0?.to_string()))
-                .collect()
-        }
-        None => default.methods,
-    };
-    let ports: Vec<u16> = match raw.ports {
-        Some(ports) => {
-            if ports.is_empty() {
-                ck.problem(
-                    &at.key("ports"),
-                    "ports is empty, so every message would be refused",
-                );
-            }
-            ports.into_iter().filter_map(|p| p.0).collect()
-        }
-        None => default.ports,
-    };
-    let reject_hosts = raw
-        .reject_hosts
-        .unwrap_or_else(|| Preflight::default().reject_hosts)
-        .into_iter()
-        .enumerate()
-        .map(|(i, pattern)| {
-            let host = pattern.strip_prefix("*.").unwrap_or(&pattern);
-            match normalize_host(host) {
-                Some(host) if pattern.starts_with("*.") => format!("*.{host}"),
-                Some(host) => host,
-                None => {
-                    ck.problem(
-                        &at.key("reject_hosts").index(i),
-                        format_args!(
-                            "invalid host pattern {pattern:?}: expected a host name such as \
-                             \"metadata.google.internal\" or a suffix such as \"*.internal\""
-                        ),
-                    );
-                    pattern
-                }
-            }
-        })
-        .collect();
-    let nets = |raw: Option<Vec<CidrValue>>| {
-        raw.unwrap_or_default()
-            .into_iter()
-            .filter_map(|n| n.0)
-            .collect::<Vec<_>>()
-    };
-    let nat64_prefixes = nets(raw.nat64_prefixes);
-    for (i, net) in nat64_prefixes.iter().enumerate() {
-        if !matches!(net, IpNet::V6(_)) || ![32, 40, 48, 56, 64, 96].contains(&net.prefix_len()) {
+    let default = Rules::default();
+    for (key, list) in [
+        ("methods", raw.methods.as_ref().map(Vec::len)),
+        ("ports", raw.ports.as_ref().map(Vec::len)),
+    ] {
+        if list == Some(0) {
             ck.problem(
-                &at.key("nat64_prefixes").index(i),
-                format_args!(
-                    "nat64 prefix {net} must be an IPv6 prefix of length 32, 40, 48, 56, 64 or \
-                     96 (RFC 6052), such as \"64:ff9b::/96\""
-                ),
+                &at.key(key),
+                format_args!("{key} is empty, so every message would be refused"),
             );
         }
     }
-    Preflight {
+    let methods = Listed::new(raw.methods, |m| Some(m.0?.to_string()));
+    let ports = Listed::new(raw.ports, |p| p.0);
+    let reject_hosts = Listed::new(raw.reject_hosts, Some);
+    let nat64_prefixes = Listed::new(raw.nat64_prefixes, |n| n.0);
+    let nets = |raw: Option<Vec<CidrValue>>| Listed::new(raw, |n| n.0).values.unwrap_or_default();
+    let mut rules = Rules {
         allow_http: raw
             .allow_http
             .and_then(|f| f.0)
             .unwrap_or(default.allow_http),
-        methods,
-        ports,
-        reject_hosts,
+        methods: methods.values.clone().unwrap_or(default.methods),
+        ports: ports.values.clone().unwrap_or(default.ports),
+        reject_hosts: reject_hosts.values.clone().unwrap_or(default.reject_hosts),
         reject_cidrs: nets(raw.reject_cidrs),
         allow_cidrs: nets(raw.allow_cidrs),
-        nat64_prefixes,
+        nat64_prefixes: nat64_prefixes.values.clone().unwrap_or_default(),
         max_url_bytes: whole(raw.max_url_bytes).unwrap_or(default.max_url_bytes),
+    };
+    if let Err(invalid) = rules.validate() {
+        for problem in invalid.problems {
+            let (key, index) = match &problem {
+                netguard::Problem::Method { index, .. } => ("methods", methods.position(*index)),
+                netguard::Problem::ZeroPort { index } => ("ports", ports.position(*index)),
+                netguard::Problem::Nat64Prefix { index, .. } => {
+                    ("nat64_prefixes", nat64_prefixes.position(*index))
+                }
+                netguard::Problem::HostPattern { index, .. } => {
+                    ("reject_hosts", reject_hosts.position(*index))
+                }
+                netguard::Problem::ZeroMaxUrlBytes => ("max_url_bytes", None),
+            };
+            let place = match index {
+                Some(i) => at.key(key).index(i),
+                None => at.key(key),
+            };
+            match problem {
+                netguard::Problem::Nat64Prefix { prefix, .. } => ck.problem(
+                    &place,
+                    format_args!(
+                        "nat64 prefix {prefix} must be an IPv6 prefix of length 32, 40, 48, 56, 64 \
+                         or 96 (RFC 6052), such as \"64:ff9b::/96\""
+                    ),
+                ),
+                netguard::Problem::HostPattern { pattern, .. } => ck.problem(
+                    &place,
+                    format_args!(
+                        "invalid host pattern {pattern:?}: expected a host name such as \
+                         \"metadata.google.internal\" or a suffix such as \"*.internal\""
+                    ),
+                ),
+                other => ck.problem(&place, other),
+            }
+        }
+    }
+    // Matching ignores case and a trailing dot; the rules keep one spelling of each pattern.
+    for pattern in &mut rules.reject_hosts {
+        let (wildcard, name) = match pattern.strip_prefix("*.") {
+            Some(name) => ("*.", name),
+            None => ("", pattern.as_str()),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        *pattern = format!("{wildcard}{name}");
+    }
+    rules
+}
+
+/// The valid entries of a list written in the file, and where each is in it: a bad entry was
+/// reported and is left out, so an entry's index in the rules may differ from its place in the
+/// file. `values` is `None` when the list is left out.
+struct Listed<T> {
+    values: Option<Vec<T>>,
+    positions: Vec<usize>,
+}
+
+impl<T> Listed<T> {
+    fn new<R>(raw: Option<Vec<R>>, value: impl Fn(R) -> Option<T>) -> Listed<T> {
+        let Some(raw) = raw else {
+            return Listed {
+                values: None,
+                positions: Vec::new(),
+            };
+        };
+        let (positions, values) = raw
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, entry)| Some((i, value(entry)?)))
+            .unzip();
+        Listed {
+            values: Some(values),
+            positions,
+        }
+    }
+
+    /// The place in the file of the entry at `index` of the rules, if the file lists it.
+    fn position(&self, index: usize) -> Option<usize> {
+        self.positions.get(index).copied()
     }
 }
 

@@ -10,20 +10,27 @@
 //! cached or not. whomp connects only to addresses a [`Guard`] returned, so a second lookup cannot
 //! change the answer.
 //!
+//! The resolver and the guard are the `resolver` feature; without it the crate is the rules and
+//! the URL parser, so that the config crate builds checked [`Rules`] without a DNS client.
+//!
 //! Everything here refuses with a [`Rejection`]: the [`Rule`] that refused (a metrics label) and
 //! a message for the human who owns the hook.
 
+#[cfg(feature = "resolver")]
 mod guard;
 mod ranges;
+#[cfg(feature = "resolver")]
 mod resolver;
 mod rules;
 mod target;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "resolver")]
 pub use guard::{Guard, Verdict};
+#[cfg(feature = "resolver")]
 pub use resolver::{Resolver, ResolverConfigError, DEFAULT_TIMEOUT};
-pub use rules::{InvalidRules, Rules, DEFAULT_MAX_URL_BYTES};
+pub use rules::{InvalidRules, Problem, Rules, DEFAULT_MAX_URL_BYTES};
 pub use target::{parse_target, Host, Scheme, Target};
 
 /// Why a target was refused: the rule that refused it and a message saying what to change.

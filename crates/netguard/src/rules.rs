@@ -1,7 +1,8 @@
 //! The operator's pre-flight rules and every check that needs no DNS.
 //!
-//! whomp maps the `preflight:` section of its YAML into [`Rules`]; the defaults are the safe
-//! ones from the design (https only, `POST`, ports 443 and 8443). These checks run on the
+//! The config crate reads the `preflight:` section of whomp's YAML into [`Rules`] and checks
+//! them with [`Rules::validate`], the one place that says what valid rules are; the defaults
+//! are the safe ones from the design (https only, `POST`, ports 443 and 8443). These checks run on the
 //! submission before anything is spooled, and the address checks run again on every address
 //! a name resolves to, at submission and at every delivery attempt.
 
@@ -19,7 +20,7 @@ const BUILTIN_HOSTS: &[&str] = &["localhost", "*.localhost"];
 /// What whomp may send to, on top of the built-in list of special-purpose address ranges.
 ///
 /// The fields are plain data so that the config crate can fill them; [`Rules::validate`] says
-/// whether they make sense.
+/// whether they make sense, and config yields no rules that it refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// Whether plain `http` is allowed; it also allows port 80.
@@ -68,12 +69,27 @@ impl Default for Rules {
     }
 }
 
-/// Rules that cannot be applied; the config loader reports them as a bad configuration.
+/// Rules that cannot be applied; the config loader reports each problem where it is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", problems.join("; "))]
+#[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct InvalidRules {
-    /// Every problem found, each naming the offending value.
-    pub problems: Vec<String>,
+    /// Every problem found; never empty.
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with [`Rules`]: the field, the position in its list, and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("method {} is not an HTTP token", quoted(.method))]
+    Method { index: usize, method: String },
+    #[error("port 0 is not a valid port")]
+    ZeroPort { index: usize },
+    #[error("nat64 prefix {prefix} is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96")]
+    Nat64Prefix { index: usize, prefix: IpNet },
+    #[error("max_url_bytes 0 would refuse every url")]
+    ZeroMaxUrlBytes,
+    #[error("host pattern {} is neither a name nor *.suffix", quoted(.pattern))]
+    HostPattern { index: usize, pattern: String },
 }
 
 /// Why an address is refused: which address (and which IPv4 inside it) and which range.
@@ -101,32 +117,38 @@ impl Denial {
 }
 
 impl Rules {
-    /// Checks that methods are HTTP tokens, ports are not 0 and host patterns are names or
-    /// `*.suffix`; reports every problem at once.
+    /// Checks that methods are HTTP tokens, ports are not 0, NAT64 prefixes have RFC 6052
+    /// lengths, URLs may have a byte and host patterns are names or `*.suffix` (at most 253
+    /// characters); reports every problem at once.
     pub fn validate(&self) -> Result<(), InvalidRules> {
         let mut problems = Vec::new();
-        for method in &self.methods {
+        for (index, method) in self.methods.iter().enumerate() {
             if !is_token(method) {
-                problems.push(format!("method {} is not an HTTP token", quoted(method)));
+                problems.push(Problem::Method {
+                    index,
+                    method: method.clone(),
+                });
             }
         }
-        if self.ports.contains(&0) {
-            problems.push("port 0 is not a valid port".to_string());
+        if let Some(index) = self.ports.iter().position(|&port| port == 0) {
+            problems.push(Problem::ZeroPort { index });
         }
-        for net in &self.nat64_prefixes {
+        for (index, net) in self.nat64_prefixes.iter().enumerate() {
             if !matches!(net, IpNet::V6(_)) || !is_nat64_len(net.prefix_len()) {
-                problems.push(format!(
-                    "nat64 prefix {net} is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96"
-                ));
+                problems.push(Problem::Nat64Prefix {
+                    index,
+                    prefix: *net,
+                });
             }
         }
         if self.max_url_bytes == 0 {
-            problems.push("max_url_bytes 0 would refuse every url".to_string());
+            problems.push(Problem::ZeroMaxUrlBytes);
         }
-        for pattern in &self.reject_hosts {
+        for (index, pattern) in self.reject_hosts.iter().enumerate() {
             let name = pattern.strip_prefix("*.").unwrap_or(pattern);
             let name = name.strip_suffix('.').unwrap_or(name);
             let valid = !name.is_empty()
+                && name.len() <= 253
                 && name.split('.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
@@ -135,10 +157,10 @@ impl Rules {
                             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
                 });
             if !valid {
-                problems.push(format!(
-                    "host pattern {} is neither a name nor *.suffix",
-                    quoted(pattern)
-                ));
+                problems.push(Problem::HostPattern {
+                    index,
+                    pattern: pattern.clone(),
+                });
             }
         }
         if problems.is_empty() {
@@ -844,6 +866,27 @@ mod tests {
             url,
             &[("", b"x")],
             Err((Rule::Header, "header 1: name is empty")),
+        );
+    }
+
+    #[test]
+    fn each_problem_says_where_it_is() {
+        // 255 characters: no DNS name is that long, so the pattern could never match one.
+        let long = format!("*.{}", vec!["a".repeat(63); 4].join("."));
+        let rules = Rules {
+            ports: vec![443, 0],
+            reject_hosts: vec!["ok.example".into(), long.clone()],
+            ..Rules::default()
+        };
+        assert_eq!(
+            rules.validate().unwrap_err().problems,
+            [
+                Problem::ZeroPort { index: 1 },
+                Problem::HostPattern {
+                    index: 1,
+                    pattern: long
+                }
+            ]
         );
     }
 

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, SystemTime};
 
-/// A validated retry policy.
+/// A validated retry policy. [`Policy::default`] is the design's: first retry after 1 s,
+/// doubling up to 1 h between attempts, giving up after 24 h or on a `410`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     initial: Duration,
@@ -17,11 +18,28 @@ pub struct Policy {
     give_up_on: Vec<u16>,
 }
 
-/// Why a policy is refused.
+/// The statuses `give_up_on` may list: failures only (2xx is success and 1xx never final), so a
+/// listed status can end a delivery. A config loader refuses others where they are written.
+pub const GIVE_UP_STATUSES: std::ops::RangeInclusive<u16> = 300..=599;
+
+/// Why a policy is refused: every problem found, in the order of [`Policy::try_new`]'s
+/// arguments, so that a config loader can show each where it is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidPolicy {
+#[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidPolicy {
+    /// Never empty.
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with a policy, naming the setting to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
     #[error("retry.initial must be more than 0")]
     ZeroInitial,
+    #[error("retry.max_interval must be more than 0")]
+    ZeroMaxInterval,
+    #[error("retry.max_age must be more than 0")]
+    ZeroMaxAge,
     #[error("retry.initial ({initial:?}) must not exceed retry.max_interval ({max_interval:?})")]
     InitialAboveMax {
         initial: Duration,
@@ -29,8 +47,13 @@ pub enum InvalidPolicy {
     },
     #[error("retry.max_attempts must be at least 1")]
     ZeroAttempts,
-    #[error("retry.give_up_on: {0} is not an HTTP status (100-599)")]
-    BadStatus(u16),
+    /// The status, and where it is in `give_up_on`.
+    #[error(
+        "retry.give_up_on: {status} is not a failure status ({}-{})",
+        GIVE_UP_STATUSES.start(),
+        GIVE_UP_STATUSES.end()
+    )]
+    BadStatus { index: usize, status: u16 },
 }
 
 /// What to do after a failed attempt.
@@ -79,7 +102,21 @@ fn human(d: Duration) -> String {
 /// what the policy says.
 const JITTER: f64 = 0.25;
 
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            initial: Duration::from_secs(1),
+            max_interval: Duration::from_secs(3600),
+            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: None,
+            give_up_on: vec![410],
+        }
+    }
+}
+
 impl Policy {
+    /// The one validation of a policy: every delay more than 0, `initial` not above
+    /// `max_interval`, at least one attempt, and only [`GIVE_UP_STATUSES`] in `give_up_on`.
     pub fn try_new(
         initial: Duration,
         max_interval: Duration,
@@ -87,20 +124,34 @@ impl Policy {
         max_attempts: Option<u32>,
         give_up_on: Vec<u16>,
     ) -> Result<Policy, InvalidPolicy> {
-        if initial.is_zero() {
-            return Err(InvalidPolicy::ZeroInitial);
+        let mut problems = Vec::new();
+        for (value, problem) in [
+            (initial, Problem::ZeroInitial),
+            (max_interval, Problem::ZeroMaxInterval),
+            (max_age, Problem::ZeroMaxAge),
+        ] {
+            if value.is_zero() {
+                problems.push(problem);
+            }
         }
         if initial > max_interval {
-            return Err(InvalidPolicy::InitialAboveMax {
+            problems.push(Problem::InitialAboveMax {
                 initial,
                 max_interval,
             });
         }
         if max_attempts == Some(0) {
-            return Err(InvalidPolicy::ZeroAttempts);
+            problems.push(Problem::ZeroAttempts);
         }
-        if let Some(bad) = give_up_on.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err(InvalidPolicy::BadStatus(*bad));
+        problems.extend(
+            give_up_on
+                .iter()
+                .enumerate()
+                .filter(|(_, status)| !GIVE_UP_STATUSES.contains(*status))
+                .map(|(index, &status)| Problem::BadStatus { index, status }),
+        );
+        if !problems.is_empty() {
+            return Err(InvalidPolicy { problems });
         }
         Ok(Policy {
             initial,
@@ -109,6 +160,31 @@ impl Policy {
             max_attempts,
             give_up_on,
         })
+    }
+
+    /// The delay before the first retry.
+    pub fn initial(&self) -> Duration {
+        self.initial
+    }
+
+    /// The longest delay between two attempts.
+    pub fn max_interval(&self) -> Duration {
+        self.max_interval
+    }
+
+    /// How long after arrival (or a re-queue) the last attempt may come.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The most attempts made; `None`: no limit but `max_age`.
+    pub fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// Statuses that dead-letter at once.
+    pub fn give_up_on(&self) -> &[u16] {
+        &self.give_up_on
     }
 
     /// The nominal delay after the `attempts`-th failed attempt (1-based), before jitter.
@@ -352,8 +428,55 @@ mod tests {
         );
         assert_eq!(
             bad(S, S, None, vec![1000]),
-            "retry.give_up_on: 1000 is not an HTTP status (100-599)"
+            "retry.give_up_on: 1000 is not a failure status (300-599)"
         );
+    }
+
+    #[test]
+    fn give_up_on_lists_failure_statuses_only() {
+        // A 2xx is delivered and a 1xx never final, so listing one could never end a delivery;
+        // config refused them while this constructor took anything from 100 to 599.
+        let refused = Policy::try_new(S, S, S, None, vec![410, 200, 101]).unwrap_err();
+        assert_eq!(
+            refused.problems,
+            [
+                Problem::BadStatus {
+                    index: 1,
+                    status: 200
+                },
+                Problem::BadStatus {
+                    index: 2,
+                    status: 101
+                }
+            ]
+        );
+        assert!(Policy::try_new(S, S, S, None, vec![300, 599]).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_no_delay_is_zero() {
+        let refused =
+            Policy::try_new(2 * S, Duration::ZERO, Duration::ZERO, Some(0), vec![]).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "retry.max_interval must be more than 0; retry.max_age must be more than 0; \
+             retry.initial (2s) must not exceed retry.max_interval (0ns); \
+             retry.max_attempts must be at least 1"
+        );
+    }
+
+    #[test]
+    fn the_default_is_the_designs_policy() {
+        let p = Policy::default();
+        assert_eq!(
+            Policy::try_new(S, 3600 * S, 24 * 3600 * S, None, vec![410]),
+            Ok(p.clone())
+        );
+        assert_eq!(
+            (p.initial(), p.max_interval(), p.max_age()),
+            (S, 3600 * S, 24 * 3600 * S)
+        );
+        assert_eq!((p.max_attempts(), p.give_up_on()), (None, &[410][..]));
     }
 
     #[test]
