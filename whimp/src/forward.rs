@@ -8,18 +8,19 @@
 
 use std::sync::Arc;
 
+use daemon::Current;
 use delivery::{Finished, Reach, Ready, Refused, Request, Sent};
 use http::{HeaderName, HeaderValue, Method};
 use spool::{Attempt, Claim};
 use telemetry::names;
 
 use crate::metrics::Metrics;
-use crate::routes::Current;
+use crate::routes::Table;
 use crate::stored;
 
 /// whimp's side of the delivery loop.
 pub struct Forwarder {
-    pub routes: Arc<Current>,
+    pub routes: Arc<Current<Table>>,
     pub client: reqwest::Client,
     pub metrics: Metrics,
     /// The global policy, for messages whose route is gone.

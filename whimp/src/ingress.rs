@@ -9,20 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use daemon::edge::{self, BodyError};
+use daemon::listen::{Peer, Resp};
+use daemon::Current;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use server::edge::{self, BodyError};
-use server::listen::{Peer, Resp};
 use spool::Spool;
 
-use crate::routes::{Current, Route};
+use crate::routes::{Route, Table};
 use crate::stored::{self, Meta};
 
 /// What the accept path needs, shared by every connection.
 pub struct Ingress {
-    pub routes: Arc<Current>,
+    pub routes: Arc<Current<Table>>,
     pub spool: Spool,
     pub max_body_bytes: u64,
     pub body_timeout: Duration,

@@ -6,8 +6,8 @@
 //! - [`stored`]: the spool file of a request (written by `ingress`, read by `forward`);
 //! - [`routes`]: the route table, swapped whole on reload;
 //! - [`metrics`]: whimp's metric handles;
-//! - [`run`]: start-up, signals (SIGHUP reload, SIGTERM drain) and shutdown; the parts both
-//!   daemons share live in `server::daemon`.
+//! - [`Whimp`]: what `daemon::main` needs to know of whimp, and [`Whimp::run`], its wiring on
+//!   the start-up kit both daemons share (`daemon::kit`).
 
 pub mod forward;
 pub mod ingress;
@@ -20,22 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server::daemon::{self, Daemon};
-use server::listen::{Budget, ConnLimits};
-use server::Signal;
-use tokio::sync::watch;
+use daemon::kit::{self, TlsListeners};
+use daemon::listen::Budget;
+use daemon::{Current, Daemon, Kit, Listeners, Signals, StartError};
 
 use crate::forward::Forwarder;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
-use crate::routes::{Current, Table};
+use crate::routes::Table;
 
-pub use server::daemon::StartError;
-
-/// How long in-flight requests and forward attempts may finish after SIGTERM.
-const GRACE: Duration = Duration::from_secs(10);
-
-/// whimp as `server::daemon::main` runs it.
+/// whimp, as `daemon::main` runs it.
 #[derive(Debug)]
 pub struct Whimp;
 
@@ -53,9 +47,9 @@ impl Daemon for Whimp {
         // Routes and certificates are read the way the daemon reads them, every problem told.
         let mut problems = match Table::build(config, &Metrics::new()) {
             Ok(_) => Vec::new(),
-            Err(e) => daemon::unplaced(&e.to_string()),
+            Err(e) => daemon::start::unplaced(&e.to_string()),
         };
-        if let Err(certs) = server::tls::load_listeners(&config.listen) {
+        if let Err(certs) = daemon::tls::load_listeners(&config.listen) {
             problems.extend(certs);
         }
         if !problems.is_empty() {
@@ -86,115 +80,86 @@ impl Daemon for Whimp {
         route_of(head)
     }
 
-    async fn serve(path: PathBuf, config: Self::Config) -> Result<(), StartError> {
-        run(path, config).await
+    fn listen(config: &Self::Config) -> &[config::Listener] {
+        &config.listen
+    }
+
+    /// Serves the public listeners (route, check, store, answer) and forwards what is stored to
+    /// the backends, until SIGTERM.
+    async fn run(
+        mut kit: Kit,
+        listeners: Listeners,
+        signals: Signals,
+        config: Self::Config,
+        path: PathBuf,
+    ) -> Result<(), StartError> {
+        let metrics = Metrics::new();
+        let table =
+            Table::build(&config, &metrics).map_err(|e| StartError::Config(e.to_string()))?;
+        let routes = Arc::new(Current::new(table));
+        let client = client(&config).map_err(StartError::Config)?;
+        listeners.tls.export(&metrics.config);
+
+        let ingress = Arc::new(Ingress {
+            routes: routes.clone(),
+            spool: kit.storage().clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+            body_timeout: config.limits.body_timeout,
+        });
+        let limits = &config.limits;
+        // One budget over all public listeners.
+        let budget = Budget::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            Some(metrics.connections_dropped.clone()),
+        );
+        kit.serve(
+            "public",
+            listeners.endpoints,
+            budget,
+            limits.header_timeout,
+            move |peer, req| {
+                let ingress = ingress.clone();
+                async move { ingress.handle(peer, req).await }
+            },
+        )?;
+        kit.admin(
+            listeners.admin,
+            metrics.registry.clone(),
+            metrics.spool_messages.clone(),
+            limits.header_timeout,
+        )?;
+        let forwarder = Arc::new(Forwarder {
+            routes: routes.clone(),
+            client,
+            metrics: metrics.clone(),
+            fallback: Arc::new(config.retry.clone()),
+        });
+        kit.deliver(
+            forwarder,
+            config.delivery.concurrency,
+            config.delivery.max_in_flight_per_backend,
+        );
+        let counts = kit.storage().counts();
+        tracing::info!(
+            routes = config.routes.len(),
+            spool = %config.spool.dir.display(),
+            queued = counts.queued + counts.retrying,
+            "whimp started"
+        );
+
+        let tls = listeners.tls;
+        kit.until_shutdown(signals, || reload(&path, &metrics, &routes, &tls))
+            .await;
+        Ok(())
     }
 }
 
 pub use stored::{describe, route_of};
 
-/// Runs whimp with `config` (read from `config_path`, which SIGHUP re-reads) until SIGTERM.
-pub async fn run(config_path: PathBuf, config: config::whimp::Config) -> Result<(), StartError> {
-    let spool = daemon::open_spool(&config.spool)?;
-    let metrics = Metrics::new();
-    let table = Table::build(&config, &metrics).map_err(|e| StartError::Config(e.to_string()))?;
-    let routes = Arc::new(Current::new(table));
-    let fallback = Arc::new(config.retry.clone());
-    let client = client(&config).map_err(StartError::Config)?;
-
-    // Bind everything before announcing anything, so a half-started daemon never looks ready.
-    let endpoints = daemon::bind_endpoints(&config.listen).await?;
-    let tls = daemon::TlsListeners::new(&config.listen, &endpoints);
-    tls.export(&metrics.config);
-    let admin_socket = daemon::bind(config.admin.addr).await?;
-    let mut signals = server::Signals::new()
-        .map_err(|e| StartError::Runtime(format!("cannot watch signals: {e}")))?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let ingress = Arc::new(Ingress {
-        routes: routes.clone(),
-        spool: spool.clone(),
-        max_body_bytes: config.limits.max_body_bytes,
-        body_timeout: config.limits.body_timeout,
-    });
-    // One budget over all public listeners.
-    let limits = ConnLimits {
-        budget: Budget::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-            Some(metrics.connections_dropped.clone()),
-        ),
-        header_timeout: config.limits.header_timeout,
-        grace: GRACE,
-    };
-    for endpoint in endpoints {
-        daemon::announce_endpoint("public", &endpoint)?;
-        let ingress = ingress.clone();
-        tasks.spawn(server::listen::serve(
-            endpoint,
-            limits.clone(),
-            move |peer, req| {
-                let ingress = ingress.clone();
-                async move { ingress.handle(peer, req).await }
-            },
-            stop_rx.clone(),
-        ));
-    }
-    let admin = daemon::admin(
-        &admin_socket,
-        metrics.registry.clone(),
-        &spool,
-        metrics.spool_messages.clone(),
-    )?;
-    tasks.spawn(daemon::serve_admin(
-        admin,
-        admin_socket,
-        config.limits.header_timeout,
-        GRACE,
-        stop_rx.clone(),
-    ));
-
-    let forwarder = Arc::new(Forwarder {
-        routes: routes.clone(),
-        client,
-        metrics: metrics.clone(),
-        fallback,
-    });
-    let delivery_limits = delivery::Limits {
-        concurrency: config.delivery.concurrency,
-        per_destination: config.delivery.max_in_flight_per_backend,
-        grace: GRACE,
-    };
-    daemon::deliver_and_announce_ready(
-        &mut tasks,
-        &spool,
-        forwarder,
-        delivery_limits,
-        config.spool.retention,
-        &stop_rx,
-    );
-    let counts = spool.counts();
-    tracing::info!(
-        routes = config.routes.len(),
-        spool = %config.spool.dir.display(),
-        queued = counts.queued + counts.retrying,
-        "whimp started"
-    );
-
-    while signals.next().await == Signal::Reload {
-        reload(&config_path, &metrics, &routes, &tls);
-    }
-    tracing::info!("shutting down: no new requests; finishing what is in flight");
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-    tracing::info!("stopped");
-    Ok(())
-}
-
 /// SIGHUP: re-read the config and the certificates; swap routes and certificates if all of them
 /// are valid, else keep the old ones (logged, and `whimp_config_last_reload_successful` 0).
-fn reload(path: &Path, metrics: &Metrics, routes: &Current, tls: &daemon::TlsListeners) {
+fn reload(path: &Path, metrics: &Metrics, routes: &Current<Table>, tls: &TlsListeners) {
     let built = config::load_whimp(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
@@ -203,7 +168,7 @@ fn reload(path: &Path, metrics: &Metrics, routes: &Current, tls: &daemon::TlsLis
         });
     let count = built.as_ref().map_or(0, |(count, _)| *count);
     let swap = built.map(|(_, table)| move || routes.set(table));
-    if daemon::reload(swap, tls, &metrics.config) {
+    if kit::reload(swap, tls, &metrics.config) {
         tracing::info!(
             routes = count,
             "config reloaded (listeners, spool, limits and log settings take effect at the next start)"

@@ -1,5 +1,5 @@
-//! The whimp binary: everything is in the `whimp` library and `server::daemon::main`.
+//! The whimp binary: everything is in the `whimp` library, started by `daemon::main`.
 
 fn main() -> std::process::ExitCode {
-    server::daemon::main::<whimp::Whimp>()
+    daemon::main::<whimp::Whimp>()
 }

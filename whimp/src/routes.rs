@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
@@ -159,24 +159,5 @@ impl Table {
         if let Some(c) = &self.unknown {
             c.inc();
         }
-    }
-}
-
-/// The current table, replaced whole on reload.
-#[derive(Debug, Default)]
-pub struct Current(RwLock<Arc<Table>>);
-
-impl Current {
-    pub fn new(table: Table) -> Current {
-        Current(RwLock::new(Arc::new(table)))
-    }
-
-    /// A snapshot; held for one request.
-    pub fn get(&self) -> Arc<Table> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set(&self, table: Table) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 }

@@ -9,8 +9,8 @@
 //! into `X-Forwarded-*`, `Whimp-Original-Url` and `Whimp-Id`.
 
 use bytes::Bytes;
+use daemon::listen::Peer;
 use http::header;
-use server::listen::Peer;
 
 /// Metadata header fields whimp writes into stored files.
 pub mod meta {

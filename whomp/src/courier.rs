@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use daemon::Current;
 use delivery::{Finished, Reach, Ready, Refused, Sent};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use netguard::{Host, Rejection, Target};
 use spool::{Attempt, Claim};
 use telemetry::names;
 
-use crate::live::{Current, Live};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::sign;
 use crate::stored;
@@ -35,7 +36,7 @@ const REFUSED: &str = "pre-flight refused";
 /// whomp's courier.
 #[derive(Debug)]
 pub struct Courier {
-    pub live: Arc<Current>,
+    pub live: Arc<Current<Live>>,
     pub metrics: Metrics,
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use config::Secret;
@@ -97,25 +97,6 @@ impl Live {
         self.tokens
             .iter()
             .fold(false, |found, t| t.matches(token) | found)
-    }
-}
-
-/// The live settings, replaced whole on reload.
-#[derive(Debug)]
-pub struct Current(RwLock<Arc<Live>>);
-
-impl Current {
-    pub fn new(live: Live) -> Current {
-        Current(RwLock::new(Arc::new(live)))
-    }
-
-    /// A snapshot, held for one submission or one attempt.
-    pub fn get(&self) -> Arc<Live> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set(&self, live: Live) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The whomp binary: everything is in the `whomp` library and `server::daemon::main`.
+//! The whomp binary: everything is in the `whomp` library, started by `daemon::main`.
 
 fn main() -> std::process::ExitCode {
-    server::daemon::main::<whomp::Whomp>()
+    daemon::main::<whomp::Whomp>()
 }

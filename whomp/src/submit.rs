@@ -18,18 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use daemon::edge::{self, BodyError};
+use daemon::listen::{Peer, Resp};
+use daemon::Current;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
-use server::edge::{self, BodyError};
-use server::listen::{Peer, Resp};
 use spool::{Key, Spool};
 use telemetry::names;
 
 use crate::idempotency::{self, Begin, Fingerprint, Keys, Reservation};
-use crate::live::{Current, Live};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::stored::{self, meta, Idempotency, Meta};
 
@@ -46,7 +47,7 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 /// What the submission listener needs, shared by every connection.
 #[derive(Debug)]
 pub struct Submissions {
-    pub live: Arc<Current>,
+    pub live: Arc<Current<Live>>,
     pub spool: Spool,
     pub keys: Arc<Keys>,
     pub metrics: Metrics,

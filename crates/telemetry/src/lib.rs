@@ -1,5 +1,5 @@
 //! What operators see of a daemon: logs (stderr or syslog), Prometheus metrics and the admin
-//! endpoints `/metrics`, `/healthz` and `/readyz` (served by `server::listen`, with the same
+//! endpoints `/metrics`, `/healthz` and `/readyz` (served by `daemon::listen`, with the same
 //! deadlines as the daemon's other listeners).
 //!
 //! Metric names live in [`names`], once, so the daemons and the tests that scrape them cannot
@@ -491,7 +491,7 @@ pub struct Admin {
 
 impl Admin {
     /// Answers one request; the daemon serves these through its listener plumbing
-    /// (`server::listen`), with the same deadlines as its other listeners.
+    /// (`daemon::listen`), with the same deadlines as its other listeners.
     pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse
     where
         B: hyper::body::Body,

@@ -202,7 +202,7 @@ pub fn run_cli(bin: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// The listener a start-up line announces: `listening <what> <scheme>://<addr>` (as
-/// `server::announce` prints it) gives `what` and the address, or why the address does not
+/// `daemon::announce` prints it) gives `what` and the address, or why the address does not
 /// parse; any other line gives `None`. The bench reads its children's lines with it too.
 pub fn listening(line: &str) -> Option<(&str, Result<SocketAddr, String>)> {
     let mut words = line.split_whitespace();

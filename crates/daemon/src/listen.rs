@@ -352,7 +352,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -425,7 +425,8 @@ mod tests {
         addr
     }
 
-    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    /// Polls `done` until it holds, failing the test after 30 s.
+    pub(crate) async fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !done() {
             assert!(

@@ -1,12 +1,17 @@
-//! What running a daemon takes, shared by whimp and whomp: listeners ([`listen`]), what their
-//! handlers do alike ([`edge`]), reloadable TLS ([`tls`]), signals, the command line ([`cli`]),
-//! and the admin endpoints of the spool.
+//! What running a daemon takes, shared by whimp and whomp: the one `main` both binaries call
+//! ([`start`]), the start-up kit their `run` is wired with ([`kit`]), listeners ([`listen`]),
+//! what their handlers do alike ([`edge`]), reloadable TLS ([`tls`]), signals, the command line
+//! ([`cli`]), and the admin endpoints of the spool.
 
 pub mod cli;
-pub mod daemon;
 pub mod edge;
+pub mod kit;
 pub mod listen;
+pub mod start;
 pub mod tls;
+
+pub use kit::{Current, Kit, Listeners};
+pub use start::{main, Daemon, StartError};
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 /// What a signal asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,38 +31,48 @@ pub enum Signal {
     Shutdown,
 }
 
-/// The signals a daemon listens for.
-#[derive(Debug)]
-pub struct Signals {
-    hup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
+/// What a running daemon is asked, in order; the end of the channel asks for shutdown too. The
+/// binary's come from [`signals`]; whoever runs a daemon otherwise sends its own.
+pub type Signals = mpsc::Receiver<Signal>;
 
-impl Signals {
-    pub fn new() -> io::Result<Signals> {
-        Ok(Signals {
-            hup: signal(SignalKind::hangup())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    pub async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.hup.recv() => Signal::Reload,
-            _ = self.term.recv() => Signal::Shutdown,
-            _ = self.int.recv() => Signal::Shutdown,
+/// SIGHUP as [`Signal::Reload`], SIGTERM and SIGINT as [`Signal::Shutdown`], from now on (the
+/// handlers are installed before this returns, so a SIGHUP no longer ends the process).
+pub fn signals() -> io::Result<Signals> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = hup.recv() => Signal::Reload,
+                _ = term.recv() => Signal::Shutdown,
+                _ = int.recv() => Signal::Shutdown,
+            };
+            if tx.send(signal).await.is_err() {
+                return;
+            }
         }
-    }
+    });
+    Ok(rx)
 }
 
 /// Prints the stable line that tells operators and test harnesses where a listener is bound:
 /// `listening <what> <scheme>://<addr>`.
-pub fn announce(what: &str, scheme: &str, addr: SocketAddr) {
+pub(crate) fn announce(what: &str, scheme: &str, addr: SocketAddr) {
+    say(format_args!("listening {what} {scheme}://{addr}"));
+}
+
+/// Prints the final start-up line, `ready`: every listener is bound and announced.
+pub(crate) fn ready() {
+    say(format_args!("ready"));
+}
+
+/// One start-up line on stdout, flushed at once (stdout is a pipe under a supervisor or a test).
+fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "listening {what} {scheme}://{addr}");
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
