@@ -18,6 +18,7 @@
 mod commit;
 mod index;
 pub mod name;
+mod seam;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -28,13 +29,17 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use ulid::Ulid;
 
 use commit::{Committer, Folder, Job, Op};
 use index::{Entry, Index, Place};
-pub use name::{BadKey, CurName, Key};
+pub use name::CurName;
+pub use storage::{
+    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Outcome, RequeueError, State,
+    Unavailable, EXCERPT_BYTES,
+};
 
 /// How a spool is run.
 #[derive(Debug, Clone)]
@@ -63,77 +68,6 @@ pub const DIR_MODE: u32 = 0o750;
 /// The mode of message files (and at most that of the spool's other files), whatever the umask.
 pub const FILE_MODE: u32 = 0o640;
 
-/// The most bytes of a response kept in an attempt record.
-pub const EXCERPT_BYTES: usize = 512;
-
-/// The states a message can be in, as the CLI and status API name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Queued,
-    Retrying,
-    Delivered,
-    Dead,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Retrying => "retrying",
-            State::Delivered => "delivered",
-            State::Dead => "dead",
-        }
-    }
-}
-
-/// One delivery attempt, as recorded in the attempt log (`attempts/<prefix>.jsonl`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When the attempt started, ms since the Unix epoch.
-    pub at_ms: u64,
-    /// Where it went: `scheme://host:port` only (`delivery::origin`), never a whole URL.
-    pub target: String,
-    /// The response status, if a response came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// The network or protocol error, if no usable response came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub duration_ms: u64,
-    /// The start of the response body, at most [`EXCERPT_BYTES`], lossily decoded.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub excerpt: String,
-}
-
-impl Attempt {
-    /// A short description of a failed attempt, for `last_error`.
-    pub fn failure(&self) -> Option<String> {
-        match (&self.error, self.status) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(s)) if !(200..300).contains(&s) => Some(format!("status {s}")),
-            _ => None,
-        }
-    }
-}
-
-/// Cuts a response body down to an attempt excerpt.
-pub fn excerpt(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(EXCERPT_BYTES)];
-    String::from_utf8_lossy(cut).into_owned()
-}
-
-/// What to do with a claimed message after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Try again at `due_ms` (ms since the epoch).
-    Retry { due_ms: u64 },
-    /// It was delivered: move to `done/`.
-    Delivered,
-    /// Give up: move to `dead/`.
-    Dead,
-}
-
 /// A queued message handed to one deliverer; nobody else gets it until it is finished or released.
 #[derive(Debug)]
 pub struct Claim {
@@ -155,25 +89,6 @@ pub struct Status {
     /// ms since the epoch; only while queued or retrying.
     pub next_attempt_ms: Option<u64>,
     pub path: PathBuf,
-}
-
-impl Serialize for Key {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Counts of messages by state, for the `*_spool_messages{state}` gauges. Each message still
-/// to deliver is in exactly one of them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Never attempted, and no attempt in flight.
-    pub queued: usize,
-    /// Attempted before, waiting for the next attempt.
-    pub retrying: usize,
-    /// An attempt is in flight right now (see [`Spool::sending`]); a claimed message that waits
-    /// for a free slot at its destination is still `queued` or `retrying`.
-    pub in_flight: usize,
 }
 
 /// Why the spool could not be opened.
@@ -215,33 +130,10 @@ pub struct MoveError {
     pub source: io::Error,
 }
 
-/// Why a re-queue did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RequeueError {
-    /// The key is not in `dead/` (unknown, still queued, or delivered): answer 404/409.
-    #[error("{0} is not a dead message")]
-    NotDead(Key),
-    /// The rename failed; nothing changed.
-    #[error(transparent)]
-    Move(#[from] MoveError),
-}
-
-/// Why an operator's retry or delete of one message did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// The spool has no such message (never had it, or it was pruned or deleted): 404.
-    #[error("no message {0}")]
-    NotFound(Key),
-    /// A retry of a message that was delivered: 409.
-    #[error("{0} is delivered; there is nothing to retry")]
-    Delivered(Key),
-    /// It is being attempted right now: 409; the operator tries again after the attempt.
-    #[error("{0} is being attempted right now; try again when the attempt is over")]
-    InFlight(Key),
-    /// The file could not be renamed or removed; nothing changed, or the change may not
-    /// survive a crash.
-    #[error(transparent)]
-    Io(#[from] MoveError),
+impl From<MoveError> for ChangeError {
+    fn from(e: MoveError) -> ChangeError {
+        ChangeError::Unavailable(Unavailable::new(e))
+    }
 }
 
 /// Whether the spool can currently store messages; read by `/readyz` without I/O.
@@ -303,14 +195,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The due time of a message in `new/`: the start of time, so it sorts before everything and is
 /// handed out at the next claim.
 const DUE_AT_ONCE: u64 = 0;
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// An open, locked spool directory. Cheap to clone; all clones share one schedule.
 #[derive(Clone)]
@@ -702,12 +586,12 @@ impl Spool {
             self.inner.wake.notify_one();
         }
         moved.map_err(|f| {
-            RequeueError::Move(MoveError {
+            RequeueError::Unavailable(Unavailable::new(MoveError {
                 key,
                 dir: self.inner.root.clone(),
                 step: f.step,
                 source: f.error,
-            })
+            }))
         })
     }
 
@@ -720,7 +604,7 @@ impl Spool {
             return self.requeue(key).await.map_err(|e| match e {
                 // Gone from dead/ since we looked: deleted or re-queued by someone else.
                 RequeueError::NotDead(key) => ChangeError::NotFound(key),
-                RequeueError::Move(e) => ChangeError::Io(e),
+                RequeueError::Unavailable(e) => ChangeError::Unavailable(e),
             });
         }
         let claim = self.claim_for_operator(key)?;

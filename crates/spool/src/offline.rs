@@ -9,7 +9,7 @@
 //! re-queues out of `dead/`): a message that moves is seen at least once, and when it is seen
 //! twice the later sighting, its newer state, is the one kept. Each message appears once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -135,4 +135,35 @@ fn sighting(folder: &'static str, name: String) -> Option<Seen> {
         folder,
         name,
     })
+}
+
+/// The keys stored under `key`: itself if it is in the spool at `dir`; for a bare id that is
+/// not, every copy of it that is.
+pub fn copies(dir: &Path, key: Key) -> io::Result<Vec<Key>> {
+    let ulid = key.id();
+    let cur: HashSet<Key> = match fs::read_dir(dir.join("cur")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| CurName::parse(&name).map(|c| c.key))
+            .filter(|k| k.id() == ulid)
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
+        Err(e) => return Err(e),
+    };
+    let present = |k: &Key| {
+        cur.contains(k)
+            || ["new", "done", "dead"]
+                .iter()
+                .any(|f| dir.join(f).join(k.to_string()).exists())
+    };
+    if present(&key) {
+        return Ok(vec![key]);
+    }
+    if key.copy() != 0 {
+        return Ok(Vec::new());
+    }
+    Ok((1..=u8::MAX)
+        .map(|copy| Key::new(ulid, copy))
+        .filter(present)
+        .collect())
 }
