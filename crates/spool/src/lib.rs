@@ -16,8 +16,10 @@
 //! explicitly rather than left to the umask.
 
 mod commit;
+mod folder;
 mod index;
 pub mod name;
+mod records;
 mod seam;
 
 use std::collections::HashSet;
@@ -33,9 +35,11 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use ulid::Ulid;
 
-use commit::{Committer, Folder, Job, Op};
+use commit::{Committer, Job, Op};
+pub use folder::Folder;
 use index::{Entry, Index, Place};
 pub use name::CurName;
+pub use records::DirRecords;
 pub use storage::{
     excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Outcome, RequeueError, State,
     Unavailable, EXCERPT_BYTES,
@@ -235,22 +239,20 @@ impl Spool {
         };
         fs::create_dir_all(dir).map_err(io_err)?;
         let lock_file = take_lock(dir)?;
-        for folder in Folder::ALL.iter().map(|f| f.name()).chain(["attempts"]) {
-            fs::create_dir_all(dir.join(folder)).map_err(io_err)?;
+        for folder in Folder::OPENED {
+            fs::create_dir_all(folder.path(dir)).map_err(io_err)?;
         }
         // Exactly 0750, whatever the umask made them (or an older version left them).
-        for folder in [""]
+        for path in [dir.to_path_buf()]
             .into_iter()
-            .chain(Folder::ALL.iter().map(|f| f.name()))
-            .chain(["attempts"])
+            .chain(Folder::OPENED.map(|f| f.path(dir)))
         {
-            let path = dir.join(folder);
             if let Err(error) = fs::set_permissions(&path, fs::Permissions::from_mode(DIR_MODE)) {
                 tracing::warn!(dir = %path.display(), %error, "cannot make a spool folder 0750");
             }
         }
         // Leftovers in tmp/ were never acknowledged: clear them.
-        for entry in fs::read_dir(dir.join("tmp")).map_err(io_err)? {
+        for entry in fs::read_dir(Folder::Tmp.path(dir)).map_err(io_err)? {
             let entry = entry.map_err(io_err)?;
             let _ = fs::remove_file(entry.path());
         }
@@ -289,6 +291,11 @@ impl Spool {
         &self.inner.root
     }
 
+    /// The small durable records kept in this spool (`records/`), under its lock.
+    pub fn records(&self) -> DirRecords {
+        DirRecords::new(&self.inner.root)
+    }
+
     /// A fresh message id (time-ordered).
     pub fn new_id() -> Ulid {
         Ulid::new()
@@ -317,7 +324,7 @@ impl Spool {
             step,
             source,
         };
-        let tmp = root.join("tmp").join(id.to_string());
+        let tmp = Folder::Tmp.path(&root).join(id.to_string());
         let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         // The file is written here, on the caller's async worker, not handed to a blocking
         // thread: a create and a small write into the page cache take microseconds, less than
@@ -564,7 +571,7 @@ impl Spool {
     /// Moves a dead message back to the queue with a fresh retry budget, due now.
     pub async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
         let name = key.to_string();
-        if !self.inner.root.join("dead").join(&name).exists() {
+        if !Folder::Dead.path(&self.inner.root).join(&name).exists() {
             return Err(RequeueError::NotDead(key));
         }
         let now = now_ms();
@@ -600,7 +607,11 @@ impl Spool {
     /// retry budget; a queued one is due already. (The rename within `cur/` is flushed with the
     /// next group: lost to a power cut, the message is merely due at its old time.)
     pub async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
-        if self.inner.root.join("dead").join(key.to_string()).exists() {
+        if Folder::Dead
+            .path(&self.inner.root)
+            .join(key.to_string())
+            .exists()
+        {
             return self.requeue(key).await.map_err(|e| match e {
                 // Gone from dead/ since we looked: deleted or re-queued by someone else.
                 RequeueError::NotDead(key) => ChangeError::NotFound(key),
@@ -684,7 +695,11 @@ impl Spool {
             return Err(ChangeError::InFlight(key));
         }
         drop(index);
-        if self.inner.root.join("done").join(key.to_string()).exists() {
+        if Folder::Done
+            .path(&self.inner.root)
+            .join(key.to_string())
+            .exists()
+        {
             return Err(ChangeError::Delivered(key));
         }
         Err(ChangeError::NotFound(key))
@@ -789,7 +804,7 @@ impl Spool {
             .keys()
             .map(|k| log_shard(&k))
             .collect();
-        for entry in fs::read_dir(self.inner.root.join("dead"))? {
+        for entry in fs::read_dir(Folder::Dead.path(&self.inner.root))? {
             let name = entry?.file_name();
             if let Some(key) = name.to_str().and_then(|n| n.parse::<Key>().ok()) {
                 in_use.insert(log_shard(&key));
@@ -917,7 +932,7 @@ fn retrying_entry(cur: &CurName) -> Entry {
 /// warning (an operator may have dropped a file in by hand).
 fn rebuild(root: &Path) -> io::Result<Index> {
     let mut entries = Vec::new();
-    for entry in fs::read_dir(root.join("new"))? {
+    for entry in fs::read_dir(Folder::New.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
@@ -927,7 +942,7 @@ fn rebuild(root: &Path) -> io::Result<Index> {
             }
         }
     }
-    for entry in fs::read_dir(root.join("cur"))? {
+    for entry in fs::read_dir(Folder::Cur.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(CurName::parse) {
@@ -946,8 +961,11 @@ fn rebuild(root: &Path) -> io::Result<Index> {
 }
 
 fn finished_status(root: &Path, key: Key) -> Option<Status> {
-    for (folder, state) in [("done", State::Delivered), ("dead", State::Dead)] {
-        let path = root.join(folder).join(key.to_string());
+    for (folder, state) in [
+        (Folder::Done, State::Delivered),
+        (Folder::Dead, State::Dead),
+    ] {
+        let path = folder.path(root).join(key.to_string());
         if path.exists() {
             return Some(Status {
                 key,
@@ -970,7 +988,8 @@ const LOG_PREFIX: usize = 8;
 /// history (about 1.5 MB at 10 000 messages per second), few enough files to cost nothing.
 fn attempt_log(root: &Path, key: &Key) -> PathBuf {
     let id = key.id().to_string();
-    root.join("attempts")
+    Folder::Attempts
+        .path(root)
         .join(format!("{}.jsonl", &id[..LOG_PREFIX]))
 }
 
@@ -1006,7 +1025,7 @@ fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
 fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
     use std::os::unix::fs::MetadataExt;
     let mut removed = 0;
-    for entry in fs::read_dir(root.join("done"))? {
+    for entry in fs::read_dir(Folder::Done.path(root))? {
         let entry = entry?;
         // A rename sets ctime: it is the moment the message was finished.
         let Ok(meta) = entry.metadata() else { continue };
@@ -1022,7 +1041,7 @@ fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
 /// not `in_use`.
 fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    for entry in fs::read_dir(root.join("attempts"))? {
+    for entry in fs::read_dir(Folder::Attempts.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else {
@@ -1045,7 +1064,7 @@ fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()>
 
 fn purge_dead(root: &Path) -> io::Result<usize> {
     let mut removed = 0;
-    for entry in fs::read_dir(root.join("dead"))? {
+    for entry in fs::read_dir(Folder::Dead.path(root))? {
         let entry = entry?;
         fs::remove_file(entry.path())?;
         removed += 1;

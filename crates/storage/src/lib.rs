@@ -20,6 +20,9 @@
 
 mod key;
 
+#[cfg(feature = "testing")]
+pub mod conformance;
+
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -211,8 +214,10 @@ pub trait Claimed: Send + 'static {
 ///   duplicate attempt, never a loss.
 /// - **Outcomes are recorded before they return**, and survive a crash of the process; a
 ///   backend may make them power-loss durable a moment later (the attempt is then made again).
-/// - **Due order.** [`Storage::claim_due`] hands out messages due at or before `now_ms`,
-///   never one due later; a new message is due at once.
+/// - **Never early.** [`Storage::claim_due`] hands out messages due at or before `now_ms`,
+///   never one due later; a new message is due at once. A backend may hand a message out a
+///   little late (the maildir schedule rounds due times up to 100 ms), never more than
+///   [`Storage::next_due_ms`] says.
 /// - **Reads and gauges are cheap.** [`Storage::counts`], [`Storage::next_due_ms`],
 ///   [`Storage::oldest_age`] and [`Storage::unhealthy_reason`] answer from memory, without I/O.
 /// - **Unavailable, not wrong.** When the backend cannot write, calls fail with
@@ -237,7 +242,8 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// due or the backend is unavailable (it says so through [`Storage::unhealthy_reason`]).
     fn claim_due(&self, now_ms: u64, max: usize) -> impl Future<Output = Vec<Self::Claim>> + Send;
 
-    /// When the next unclaimed message is due (ms since the epoch), if one is known. No I/O.
+    /// When the next unclaimed message can be claimed (ms since the epoch): at or a little
+    /// after its due time. `None` when none is known. No I/O.
     fn next_due_ms(&self) -> Option<u64>;
 
     /// Resolves when a message may have become due earlier than [`Storage::next_due_ms`] said
