@@ -9,10 +9,12 @@
 //! - [`live`]: the settings SIGHUP swaps, and the client's checked-address resolver;
 //! - [`idempotency`]: the `Idempotency-Key` map;
 //! - [`sign`]: Standard Webhooks signatures;
+//! - [`events`]: webhook targets, filters, subscriptions and the fan-out of events;
 //! - [`metrics`]: whomp's metric handles;
 //! - [`run`]: start-up and the control loop (reload, drain), fed by signals in [`serve`].
 
 pub mod courier;
+pub mod events;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;
@@ -94,6 +96,10 @@ pub async fn run(
             .map_err(|e| StartError::Runtime(format!("cannot read idempotency keys: {e}")))?
     };
     let keys = Arc::new(keys);
+    let events = events::Events::load(&spool, config.limits.max_body_bytes, config.spool.retention)
+        .await
+        .map(Arc::new)
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
     let tls = daemon::TlsListeners::new(&config.listen, &listeners.submit);
     tls.export(&metrics.config);
 
@@ -103,6 +109,7 @@ pub async fn run(
         live: live.clone(),
         spool: spool.clone(),
         keys: keys.clone(),
+        events: events.clone(),
         metrics: metrics.clone(),
         max_body_bytes: config.limits.max_body_bytes,
     });
@@ -144,6 +151,7 @@ pub async fn run(
 
     let courier = Arc::new(Courier {
         live: live.clone(),
+        events,
         metrics: metrics.clone(),
     });
     let delivery_limits = delivery::Limits {
