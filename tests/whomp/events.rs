@@ -399,3 +399,81 @@ fn a_rotated_target_signs_with_both_secrets() {
         verified_by_the_library(r, secret);
     }
 }
+
+/// Like [`call`], but `None` when the daemon is gone or the answer is cut (a SIGKILL).
+fn try_call(addr: SocketAddr, path: &str, body: &Value) -> Option<(u16, Value)> {
+    use std::io::Read;
+    let body = body.to_string();
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let (_, text) = answer.split_once("\r\n\r\n")?;
+    let value = serde_json::from_str(text).ok()?;
+    Some((status, value))
+}
+
+#[test]
+fn every_acknowledged_change_and_event_survives_a_sigkill_mid_burst() {
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let mut w = Whomp::start(&format!("{FAST_RETRY}{}", local(&[port], &["hooks.test"])));
+    subscribe(
+        &w,
+        &format!("http://hooks.test:{port}/in"),
+        &["burst.*"],
+        json!({}),
+    );
+    let addr = w.submit_addr();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let workers: Vec<_> = (0..4)
+        .map(|n| {
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let (path, body) = if i % 2 == 0 {
+                        ("/v1/webhooks/filters", json!({"events": [format!("burst.w{n}.i{i}")]}))
+                    } else {
+                        ("/v1/events", json!({"id": format!("e-{n}-{i}"), "type": "burst.x", "payload": {"i": i}}))
+                    };
+                    let Some((status, answer)) = try_call(addr, path, &body) else {
+                        return;
+                    };
+                    let mut got = acknowledged.lock().unwrap();
+                    match status {
+                        201 => got.0.push(answer["id"].as_str().unwrap().to_owned()),
+                        202 => got.1.push(answer["deliveries"][0]["id"].as_str().unwrap().to_owned()),
+                        other => panic!("unexpected {other}: {answer}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("a few changes and events are acknowledged", || {
+        let got = acknowledged.lock().unwrap();
+        got.0.len() >= 20 && got.1.len() >= 20
+    });
+    w.daemon.kill();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    w.restart();
+    let (filters, deliveries) = acknowledged.lock().unwrap().clone();
+    let addr = w.submit_addr();
+    for id in &filters {
+        let (status, _) = call(addr, "GET", &format!("/v1/webhooks/filters/{id}"), None);
+        assert_eq!(status, 200, "acknowledged filter {id} survived");
+    }
+    for id in &deliveries {
+        w.wait_state(id, "delivered");
+    }
+}
