@@ -1,5 +1,5 @@
 //! Small durable records in the spool directory: [`storage::Records`] for the event layer's
-//! webhook targets, filters and subscriptions (issue 13). Nothing uses it yet.
+//! webhook targets, filters and subscriptions (issue 13, `whomp::events`).
 //!
 //! A record is one file, `records/<namespace>/<key>`. A put writes `.<key>.tmp` beside it,
 //! flushes it, renames it over the record and flushes the folder, so a SIGKILL or a power cut

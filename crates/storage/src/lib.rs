@@ -7,7 +7,7 @@
 //!   outcome, and the operator's reads and changes. The maildir spool (crate `spool`) is its
 //!   first implementation; a NATS JetStream one (issue 12) is next.
 //! - [`Records`], a small durable record store of JSON documents by namespace and key, for the
-//!   event layer's targets, filters and subscriptions (issue 13). Nothing uses it yet.
+//!   event layer's targets, filters and subscriptions (issue 13, `whomp::events`).
 //!
 //! The vocabulary both sides speak lives here too: [`Key`], [`State`], [`Attempt`],
 //! [`Outcome`], [`Counts`], [`Status`], and the errors, one variant per decision a caller makes:
@@ -356,7 +356,7 @@ pub fn check_name(name: &str) -> Result<&str, RecordError> {
 }
 
 /// A small durable store of documents (a few, small, changed rarely) by namespace and key: the
-/// event layer's webhook targets, filters and subscriptions (issue 13; nothing uses it yet).
+/// event layer's webhook targets, filters and subscriptions (issue 13, `whomp::events`).
 /// Checked by [`conformance::records`].
 ///
 /// - **Durable before it returns:** after `put` or `delete` returns `Ok`, a SIGKILL or power
