@@ -6,6 +6,7 @@
 mod cli;
 mod conns;
 mod delivery;
+mod events;
 mod isolated;
 mod ops;
 mod preflight;

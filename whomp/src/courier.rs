@@ -12,7 +12,8 @@
 //!
 //! Either way the attempt record says `pre-flight refused (<rule>): <why>`. Otherwise the
 //! checked addresses are leased to the client's resolver for the attempt (see [`crate::live`]),
-//! the request is signed if its submission named a key, and sent.
+//! the request is signed if its submission named a key (an event's delivery: with every
+//! current secret of its target, space-separated), and sent.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,6 +38,8 @@ const REFUSED: &str = "pre-flight refused";
 #[derive(Debug)]
 pub struct Courier {
     pub live: Arc<Current<Live>>,
+    /// An event's delivery is signed with its target's current secrets.
+    pub events: Arc<crate::events::Events>,
     pub metrics: Metrics,
 }
 
@@ -47,7 +50,8 @@ pub struct Payload {
     target: Target,
     id: String,
     request: delivery::Request,
-    key: Option<Vec<u8>>,
+    /// Every key signs (several during a rotation); empty: unsigned.
+    keys: Vec<Vec<u8>>,
 }
 
 impl delivery::Courier for Courier {
@@ -79,10 +83,20 @@ impl delivery::Courier for Courier {
                 true,
             )
         })?;
-        let key = match &message.meta.signing_key {
-            None => None,
-            Some(name) => match live.keys.get(name) {
-                Some(secret) => Some(secret.expose().clone()),
+        let keys = match (&message.meta.target, &message.meta.signing_key) {
+            (Some(target), _) => match self.events.keys_of(target) {
+                Some(keys) => keys,
+                None => {
+                    return Err(refuse(
+                        url,
+                        format!("webhook target {target} was deleted"),
+                        true,
+                    ))
+                }
+            },
+            (None, None) => Vec::new(),
+            (None, Some(name)) => match live.keys.get(name) {
+                Some(secret) => vec![secret.expose().clone()],
                 // The operator may put the key back; until then, retry by the policy.
                 None => {
                     return Err(refuse(
@@ -109,7 +123,7 @@ impl delivery::Courier for Courier {
                 live,
                 target,
                 id: message.meta.id,
-                key,
+                keys,
             },
         })
     }
@@ -120,7 +134,7 @@ impl delivery::Courier for Courier {
             target,
             id,
             mut request,
-            key,
+            keys,
         } = payload;
         let addrs = match live.guard.resolve_checked(&target).await {
             Ok(addrs) => addrs,
@@ -140,12 +154,16 @@ impl delivery::Courier for Courier {
             // A literal address is connected to as written; it was checked above.
             Host::Ip(_) => None,
         };
-        if let Some(secret) = key {
+        if !keys.is_empty() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let signature = sign::signature(&secret, &id, now, &request.body);
+            let signature = keys
+                .iter()
+                .map(|secret| sign::signature(secret, &id, now, &request.body))
+                .collect::<Vec<_>>()
+                .join(" ");
             for (name, value) in [
                 (sign::ID, id.clone()),
                 (sign::TIMESTAMP, now.to_string()),

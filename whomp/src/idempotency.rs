@@ -451,6 +451,8 @@ mod tests {
                         caller: "c".into(),
                         fingerprint: Some(A),
                     }),
+                    target: None,
+                    event: None,
                 },
             );
             std::fs::write(dir.path().join(folder).join(format!("{id}{suffix}")), file).unwrap();

@@ -9,11 +9,13 @@
 //! - [`live`]: the settings SIGHUP swaps, and the client's checked-address resolver;
 //! - [`idempotency`]: the `Idempotency-Key` map;
 //! - [`sign`]: Standard Webhooks signatures;
+//! - [`events`]: webhook targets, filters, subscriptions and the fan-out of events;
 //! - [`metrics`]: whomp's metric handles;
 //! - [`Whomp`]: what `daemon::main` needs to know of whomp, and [`Whomp::run`], its wiring on
 //!   the start-up kit both daemons share (`daemon::kit`).
 
 pub mod courier;
+pub mod events;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;
@@ -115,12 +117,21 @@ impl Daemon for Whomp {
                 .map_err(|e| StartError::Runtime(format!("cannot read idempotency keys: {e}")))?
         };
         let keys = Arc::new(keys);
+        let events = events::Events::load(
+            kit.storage(),
+            config.limits.max_body_bytes,
+            config.spool.retention,
+        )
+        .await
+        .map(Arc::new)
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
         listeners.tls.export(&metrics.config);
 
         let submissions = Arc::new(Submissions {
             live: live.clone(),
             spool: kit.storage().clone(),
             keys: keys.clone(),
+            events: events.clone(),
             metrics: metrics.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         });
@@ -149,6 +160,7 @@ impl Daemon for Whomp {
         )?;
         let courier = Arc::new(Courier {
             live: live.clone(),
+            events,
             metrics: metrics.clone(),
         });
         kit.deliver(

@@ -28,6 +28,10 @@ pub mod meta {
     pub const IDEMPOTENCY_CALLER: &str = "Whomp-Idempotency-Caller";
     /// The fingerprint of the message the key was first used with (hex SHA-256).
     pub const IDEMPOTENCY_FINGERPRINT: &str = "Whomp-Idempotency-Fingerprint";
+    /// The webhook target an event's delivery is for; it is signed with that target's secrets.
+    pub const TARGET: &str = "Whomp-Target";
+    /// The event a delivery carries.
+    pub const EVENT: &str = "Whomp-Event";
 }
 
 /// Spool files are re-read with limits at least as generous as anything a submission passed.
@@ -44,6 +48,9 @@ pub struct Meta {
     pub received_at: String,
     pub signing_key: Option<String>,
     pub idempotency: Option<Idempotency>,
+    /// For an event's delivery: the target ([`meta::TARGET`]) and the event id ([`meta::EVENT`]).
+    pub target: Option<String>,
+    pub event: Option<String>,
 }
 
 /// The `Idempotency-Key` a message was submitted with, and what makes a repeat a repeat.
@@ -104,6 +111,12 @@ pub fn encode(message: &Message, meta: &Meta) -> Vec<u8> {
     if let Some(f) = &fingerprint {
         headers.push((meta::IDEMPOTENCY_FINGERPRINT, f.as_bytes()));
     }
+    if let Some(t) = &meta.target {
+        headers.push((meta::TARGET, t.as_bytes()));
+    }
+    if let Some(e) = &meta.event {
+        headers.push((meta::EVENT, e.as_bytes()));
+    }
     let mut out = Vec::with_capacity(256 + message.body.len());
     httpmsg::write_into(
         &mut out,
@@ -129,6 +142,8 @@ pub fn decode(file: &[u8]) -> Result<Stored, ReadError> {
         received_at: value(meta::RECEIVED_AT).unwrap_or_default(),
         signing_key: value(meta::SIGNING_KEY),
         idempotency: idempotency(&message.headers),
+        target: value(meta::TARGET),
+        event: value(meta::EVENT),
     };
     let Message {
         method,
@@ -234,6 +249,8 @@ mod tests {
                 caller: "c0ffee".into(),
                 fingerprint: Some(Fingerprint([7; 32])),
             }),
+            target: Some("01J00000000000000000000001".into()),
+            event: Some("order-17.created".into()),
         };
         let stored = check(message, meta.clone());
         assert_eq!(stored.meta, meta);

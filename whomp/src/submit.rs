@@ -50,6 +50,7 @@ pub struct Submissions {
     pub live: Arc<Current<Live>>,
     pub spool: Spool,
     pub keys: Arc<Keys>,
+    pub events: Arc<crate::events::Events>,
     pub metrics: Metrics,
     /// The largest message body accepted (`limits.max_body_bytes`).
     pub max_body_bytes: u64,
@@ -135,6 +136,9 @@ impl Submissions {
             _ => idempotency::caller(None),
         };
         let method = req.method().clone();
+        if path == "/v1/events" || path.starts_with("/v1/webhooks/") {
+            return self.events.handle(&live, req).await;
+        }
         match (path.as_str(), path.strip_prefix("/v1/messages/")) {
             ("/v1/messages", _) if method == Method::POST => self.submit(&live, &caller, req).await,
             ("/v1/preflight", _) if method == Method::POST => self.preflight(&live, req).await,
@@ -218,6 +222,8 @@ impl Submissions {
                 received_at: telemetry::rfc3339(spool::now_ms()),
                 signing_key: checked.signing_key,
                 idempotency,
+                target: None,
+                event: None,
             },
         );
         if let Err(e) = self.spool.enqueue(id, 1, file).await {
@@ -558,7 +564,7 @@ fn accepted(id: &str) -> Resp {
     )
 }
 
-fn not_allowed(allow: &'static str) -> Resp {
+pub(crate) fn not_allowed(allow: &'static str) -> Resp {
     let mut resp = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         &json!({"error": format!("method not allowed; use {allow}")}),
@@ -568,7 +574,7 @@ fn not_allowed(allow: &'static str) -> Resp {
     resp
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Resp {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Resp {
     let mut text = body.to_string().into_bytes();
     text.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));

@@ -196,7 +196,7 @@ fn refusal(e: spool::ChangeError) -> (StatusCode, String) {
     let status = match e {
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::Delivered(_) | E::InFlight(_) => StatusCode::CONFLICT,
-        E::Io(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, e.to_string())
 }

@@ -27,42 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{Health, FILE_MODE};
-
-/// The folders of a spool, in the order their fds are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Folder {
-    Tmp,
-    New,
-    Cur,
-    Done,
-    Dead,
-}
-
-impl Folder {
-    pub(crate) const ALL: [Folder; 5] = [
-        Folder::Tmp,
-        Folder::New,
-        Folder::Cur,
-        Folder::Done,
-        Folder::Dead,
-    ];
-
-    /// This folder's bit in the committer's `dirty` mask.
-    pub(crate) fn bit(self) -> u8 {
-        1 << self as u8
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Folder::Tmp => "tmp",
-            Folder::New => "new",
-            Folder::Cur => "cur",
-            Folder::Done => "done",
-            Folder::Dead => "dead",
-        }
-    }
-}
+use crate::{Folder, Health, FILE_MODE};
 
 /// One change to make durable.
 pub(crate) enum Op {
@@ -127,7 +92,7 @@ impl Committer {
         dirty: Arc<AtomicU8>,
         probe_every: Duration,
     ) -> io::Result<Committer> {
-        let dirs = Folder::ALL
+        let dirs = Folder::MESSAGES
             .iter()
             .map(|f| File::open(root.join(f.name())))
             .collect::<io::Result<Vec<File>>>()?;
@@ -283,7 +248,7 @@ impl Committer {
         let mut lazy_failed = false;
         if self.fsync {
             let lazy = self.dirty.swap(0, Ordering::AcqRel);
-            touched.extend(Folder::ALL.into_iter().filter(|f| lazy & f.bit() != 0));
+            touched.extend(Folder::MESSAGES.into_iter().filter(|f| lazy & f.bit() != 0));
             for folder in touched {
                 if let Err(error) = sync_dir(self.dir(folder), &self.health) {
                     if lazy & folder.bit() != 0 {

@@ -16,8 +16,11 @@
 //! explicitly rather than left to the umask.
 
 mod commit;
+mod folder;
 mod index;
 pub mod name;
+mod records;
+mod seam;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -28,13 +31,19 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use ulid::Ulid;
 
-use commit::{Committer, Folder, Job, Op};
+use commit::{Committer, Job, Op};
+pub use folder::Folder;
 use index::{Entry, Index, Place};
-pub use name::{BadKey, CurName, Key};
+pub use name::CurName;
+pub use records::DirRecords;
+pub use storage::{
+    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Outcome, RequeueError, State,
+    Unavailable, EXCERPT_BYTES,
+};
 
 /// How a spool is run.
 #[derive(Debug, Clone)]
@@ -63,77 +72,6 @@ pub const DIR_MODE: u32 = 0o750;
 /// The mode of message files (and at most that of the spool's other files), whatever the umask.
 pub const FILE_MODE: u32 = 0o640;
 
-/// The most bytes of a response kept in an attempt record.
-pub const EXCERPT_BYTES: usize = 512;
-
-/// The states a message can be in, as the CLI and status API name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Queued,
-    Retrying,
-    Delivered,
-    Dead,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Retrying => "retrying",
-            State::Delivered => "delivered",
-            State::Dead => "dead",
-        }
-    }
-}
-
-/// One delivery attempt, as recorded in the attempt log (`attempts/<prefix>.jsonl`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When the attempt started, ms since the Unix epoch.
-    pub at_ms: u64,
-    /// Where it went: `scheme://host:port` only (`delivery::origin`), never a whole URL.
-    pub target: String,
-    /// The response status, if a response came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// The network or protocol error, if no usable response came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub duration_ms: u64,
-    /// The start of the response body, at most [`EXCERPT_BYTES`], lossily decoded.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub excerpt: String,
-}
-
-impl Attempt {
-    /// A short description of a failed attempt, for `last_error`.
-    pub fn failure(&self) -> Option<String> {
-        match (&self.error, self.status) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(s)) if !(200..300).contains(&s) => Some(format!("status {s}")),
-            _ => None,
-        }
-    }
-}
-
-/// Cuts a response body down to an attempt excerpt.
-pub fn excerpt(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(EXCERPT_BYTES)];
-    String::from_utf8_lossy(cut).into_owned()
-}
-
-/// What to do with a claimed message after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Try again at `due_ms` (ms since the epoch).
-    Retry { due_ms: u64 },
-    /// It was delivered: move to `done/`.
-    Delivered,
-    /// Give up: move to `dead/`.
-    Dead,
-}
-
 /// A queued message handed to one deliverer; nobody else gets it until it is finished or released.
 #[derive(Debug)]
 pub struct Claim {
@@ -155,25 +93,6 @@ pub struct Status {
     /// ms since the epoch; only while queued or retrying.
     pub next_attempt_ms: Option<u64>,
     pub path: PathBuf,
-}
-
-impl Serialize for Key {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Counts of messages by state, for the `*_spool_messages{state}` gauges. Each message still
-/// to deliver is in exactly one of them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Never attempted, and no attempt in flight.
-    pub queued: usize,
-    /// Attempted before, waiting for the next attempt.
-    pub retrying: usize,
-    /// An attempt is in flight right now (see [`Spool::sending`]); a claimed message that waits
-    /// for a free slot at its destination is still `queued` or `retrying`.
-    pub in_flight: usize,
 }
 
 /// Why the spool could not be opened.
@@ -215,33 +134,10 @@ pub struct MoveError {
     pub source: io::Error,
 }
 
-/// Why a re-queue did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RequeueError {
-    /// The key is not in `dead/` (unknown, still queued, or delivered): answer 404/409.
-    #[error("{0} is not a dead message")]
-    NotDead(Key),
-    /// The rename failed; nothing changed.
-    #[error(transparent)]
-    Move(#[from] MoveError),
-}
-
-/// Why an operator's retry or delete of one message did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// The spool has no such message (never had it, or it was pruned or deleted): 404.
-    #[error("no message {0}")]
-    NotFound(Key),
-    /// A retry of a message that was delivered: 409.
-    #[error("{0} is delivered; there is nothing to retry")]
-    Delivered(Key),
-    /// It is being attempted right now: 409; the operator tries again after the attempt.
-    #[error("{0} is being attempted right now; try again when the attempt is over")]
-    InFlight(Key),
-    /// The file could not be renamed or removed; nothing changed, or the change may not
-    /// survive a crash.
-    #[error(transparent)]
-    Io(#[from] MoveError),
+impl From<MoveError> for ChangeError {
+    fn from(e: MoveError) -> ChangeError {
+        ChangeError::Unavailable(Unavailable::new(e))
+    }
 }
 
 /// Whether the spool can currently store messages; read by `/readyz` without I/O.
@@ -304,14 +200,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// handed out at the next claim.
 const DUE_AT_ONCE: u64 = 0;
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// An open, locked spool directory. Cheap to clone; all clones share one schedule.
 #[derive(Clone)]
 pub struct Spool {
@@ -351,22 +239,20 @@ impl Spool {
         };
         fs::create_dir_all(dir).map_err(io_err)?;
         let lock_file = take_lock(dir)?;
-        for folder in Folder::ALL.iter().map(|f| f.name()).chain(["attempts"]) {
-            fs::create_dir_all(dir.join(folder)).map_err(io_err)?;
+        for folder in Folder::OPENED {
+            fs::create_dir_all(folder.path(dir)).map_err(io_err)?;
         }
         // Exactly 0750, whatever the umask made them (or an older version left them).
-        for folder in [""]
+        for path in [dir.to_path_buf()]
             .into_iter()
-            .chain(Folder::ALL.iter().map(|f| f.name()))
-            .chain(["attempts"])
+            .chain(Folder::OPENED.map(|f| f.path(dir)))
         {
-            let path = dir.join(folder);
             if let Err(error) = fs::set_permissions(&path, fs::Permissions::from_mode(DIR_MODE)) {
                 tracing::warn!(dir = %path.display(), %error, "cannot make a spool folder 0750");
             }
         }
         // Leftovers in tmp/ were never acknowledged: clear them.
-        for entry in fs::read_dir(dir.join("tmp")).map_err(io_err)? {
+        for entry in fs::read_dir(Folder::Tmp.path(dir)).map_err(io_err)? {
             let entry = entry.map_err(io_err)?;
             let _ = fs::remove_file(entry.path());
         }
@@ -405,6 +291,11 @@ impl Spool {
         &self.inner.root
     }
 
+    /// The small durable records kept in this spool (`records/`), under its lock.
+    pub fn records(&self) -> DirRecords {
+        DirRecords::new(&self.inner.root)
+    }
+
     /// A fresh message id (time-ordered).
     pub fn new_id() -> Ulid {
         Ulid::new()
@@ -433,7 +324,7 @@ impl Spool {
             step,
             source,
         };
-        let tmp = root.join("tmp").join(id.to_string());
+        let tmp = Folder::Tmp.path(&root).join(id.to_string());
         let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         // The file is written here, on the caller's async worker, not handed to a blocking
         // thread: a create and a small write into the page cache take microseconds, less than
@@ -680,7 +571,7 @@ impl Spool {
     /// Moves a dead message back to the queue with a fresh retry budget, due now.
     pub async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
         let name = key.to_string();
-        if !self.inner.root.join("dead").join(&name).exists() {
+        if !Folder::Dead.path(&self.inner.root).join(&name).exists() {
             return Err(RequeueError::NotDead(key));
         }
         let now = now_ms();
@@ -702,12 +593,12 @@ impl Spool {
             self.inner.wake.notify_one();
         }
         moved.map_err(|f| {
-            RequeueError::Move(MoveError {
+            RequeueError::Unavailable(Unavailable::new(MoveError {
                 key,
                 dir: self.inner.root.clone(),
                 step: f.step,
                 source: f.error,
-            })
+            }))
         })
     }
 
@@ -716,11 +607,15 @@ impl Spool {
     /// retry budget; a queued one is due already. (The rename within `cur/` is flushed with the
     /// next group: lost to a power cut, the message is merely due at its old time.)
     pub async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
-        if self.inner.root.join("dead").join(key.to_string()).exists() {
+        if Folder::Dead
+            .path(&self.inner.root)
+            .join(key.to_string())
+            .exists()
+        {
             return self.requeue(key).await.map_err(|e| match e {
                 // Gone from dead/ since we looked: deleted or re-queued by someone else.
                 RequeueError::NotDead(key) => ChangeError::NotFound(key),
-                RequeueError::Move(e) => ChangeError::Io(e),
+                RequeueError::Unavailable(e) => ChangeError::Unavailable(e),
             });
         }
         let claim = self.claim_for_operator(key)?;
@@ -800,7 +695,11 @@ impl Spool {
             return Err(ChangeError::InFlight(key));
         }
         drop(index);
-        if self.inner.root.join("done").join(key.to_string()).exists() {
+        if Folder::Done
+            .path(&self.inner.root)
+            .join(key.to_string())
+            .exists()
+        {
             return Err(ChangeError::Delivered(key));
         }
         Err(ChangeError::NotFound(key))
@@ -905,7 +804,7 @@ impl Spool {
             .keys()
             .map(|k| log_shard(&k))
             .collect();
-        for entry in fs::read_dir(self.inner.root.join("dead"))? {
+        for entry in fs::read_dir(Folder::Dead.path(&self.inner.root))? {
             let name = entry?.file_name();
             if let Some(key) = name.to_str().and_then(|n| n.parse::<Key>().ok()) {
                 in_use.insert(log_shard(&key));
@@ -1033,7 +932,7 @@ fn retrying_entry(cur: &CurName) -> Entry {
 /// warning (an operator may have dropped a file in by hand).
 fn rebuild(root: &Path) -> io::Result<Index> {
     let mut entries = Vec::new();
-    for entry in fs::read_dir(root.join("new"))? {
+    for entry in fs::read_dir(Folder::New.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
@@ -1043,7 +942,7 @@ fn rebuild(root: &Path) -> io::Result<Index> {
             }
         }
     }
-    for entry in fs::read_dir(root.join("cur"))? {
+    for entry in fs::read_dir(Folder::Cur.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(CurName::parse) {
@@ -1062,8 +961,11 @@ fn rebuild(root: &Path) -> io::Result<Index> {
 }
 
 fn finished_status(root: &Path, key: Key) -> Option<Status> {
-    for (folder, state) in [("done", State::Delivered), ("dead", State::Dead)] {
-        let path = root.join(folder).join(key.to_string());
+    for (folder, state) in [
+        (Folder::Done, State::Delivered),
+        (Folder::Dead, State::Dead),
+    ] {
+        let path = folder.path(root).join(key.to_string());
         if path.exists() {
             return Some(Status {
                 key,
@@ -1086,7 +988,8 @@ const LOG_PREFIX: usize = 8;
 /// history (about 1.5 MB at 10 000 messages per second), few enough files to cost nothing.
 fn attempt_log(root: &Path, key: &Key) -> PathBuf {
     let id = key.id().to_string();
-    root.join("attempts")
+    Folder::Attempts
+        .path(root)
         .join(format!("{}.jsonl", &id[..LOG_PREFIX]))
 }
 
@@ -1122,7 +1025,7 @@ fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
 fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
     use std::os::unix::fs::MetadataExt;
     let mut removed = 0;
-    for entry in fs::read_dir(root.join("done"))? {
+    for entry in fs::read_dir(Folder::Done.path(root))? {
         let entry = entry?;
         // A rename sets ctime: it is the moment the message was finished.
         let Ok(meta) = entry.metadata() else { continue };
@@ -1138,7 +1041,7 @@ fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
 /// not `in_use`.
 fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    for entry in fs::read_dir(root.join("attempts"))? {
+    for entry in fs::read_dir(Folder::Attempts.path(root))? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else {
@@ -1161,7 +1064,7 @@ fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()>
 
 fn purge_dead(root: &Path) -> io::Result<usize> {
     let mut removed = 0;
-    for entry in fs::read_dir(root.join("dead"))? {
+    for entry in fs::read_dir(Folder::Dead.path(root))? {
         let entry = entry?;
         fs::remove_file(entry.path())?;
         removed += 1;

@@ -9,22 +9,28 @@
 //! re-queues out of `dead/`): a message that moves is seen at least once, and when it is seen
 //! twice the later sighting, its newer state, is the one kept. Each message appears once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{read_attempts, Attempt, CurName, Key, State};
+use crate::{read_attempts, Attempt, CurName, Folder, Key, State};
 
 /// The folders in the order messages move through them, `cur/` again last for re-queues.
-const FLOW: [&str; 5] = ["new", "cur", "done", "dead", "cur"];
+const FLOW: [Folder; 5] = [
+    Folder::New,
+    Folder::Cur,
+    Folder::Done,
+    Folder::Dead,
+    Folder::Cur,
+];
 
 /// Where [`snapshot`] saw one message: cheap facts from its file name alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub key: Key,
     pub state: State,
-    folder: &'static str,
+    folder: Folder,
     name: String,
 }
 
@@ -48,10 +54,10 @@ pub fn snapshot(dir: &Path) -> io::Result<Vec<Seen>> {
 }
 
 /// [`snapshot`], calling `between` after each folder is listed (tests move files there).
-pub(crate) fn snapshot_with(dir: &Path, mut between: impl FnMut(&str)) -> io::Result<Vec<Seen>> {
+pub(crate) fn snapshot_with(dir: &Path, mut between: impl FnMut(Folder)) -> io::Result<Vec<Seen>> {
     let mut seen = BTreeMap::new();
     for folder in FLOW {
-        let path = dir.join(folder);
+        let path = folder.path(dir);
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -79,8 +85,10 @@ pub(crate) fn snapshot_with(dir: &Path, mut between: impl FnMut(&str)) -> io::Re
 pub fn describe(dir: &Path, seen: &Seen) -> Listed {
     let history = read_attempts(dir, seen.key);
     let (attempts, next) = match seen.folder {
-        "cur" => CurName::parse(&seen.name).map_or((0, None), |c| (c.attempts, Some(c.due_ms))),
-        "new" => (0, Some(crate::now_ms())),
+        Folder::Cur => {
+            CurName::parse(&seen.name).map_or((0, None), |c| (c.attempts, Some(c.due_ms)))
+        }
+        Folder::New => (0, Some(crate::now_ms())),
         _ => (history.len() as u32, None),
     };
     Listed {
@@ -89,7 +97,7 @@ pub fn describe(dir: &Path, seen: &Seen) -> Listed {
         attempts,
         next_attempt_ms: next,
         last_error: history.last().and_then(Attempt::failure),
-        path: dir.join(seen.folder).join(&seen.name),
+        path: seen.folder.path(dir).join(&seen.name),
     }
 }
 
@@ -98,8 +106,8 @@ pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
     let name = key.to_string();
     let prefix = format!("{name},");
     for folder in FLOW {
-        let found = if folder == "cur" {
-            let entries = match fs::read_dir(dir.join(folder)) {
+        let found = if folder == Folder::Cur {
+            let entries = match fs::read_dir(folder.path(dir)) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -108,7 +116,7 @@ pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
                 .filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .find(|f| f.starts_with(&prefix))
         } else {
-            dir.join(folder).join(&name).exists().then(|| name.clone())
+            folder.path(dir).join(&name).exists().then(|| name.clone())
         };
         if let Some(s) = found.and_then(|f| sighting(folder, f)) {
             return Ok(Some(describe(dir, &s)));
@@ -122,12 +130,11 @@ pub fn attempts(dir: &Path, key: Key) -> Vec<Attempt> {
     read_attempts(dir, key)
 }
 
-fn sighting(folder: &'static str, name: String) -> Option<Seen> {
-    let (key, state) = match folder {
-        "cur" => (CurName::parse(&name)?.key, State::Retrying),
-        "new" => (name.parse().ok()?, State::Queued),
-        "dead" => (name.parse().ok()?, State::Dead),
-        _ => (name.parse().ok()?, State::Delivered),
+fn sighting(folder: Folder, name: String) -> Option<Seen> {
+    let state = folder.state()?;
+    let key = match folder {
+        Folder::Cur => CurName::parse(&name)?.key,
+        _ => name.parse().ok()?,
     };
     Some(Seen {
         key,
@@ -135,4 +142,35 @@ fn sighting(folder: &'static str, name: String) -> Option<Seen> {
         folder,
         name,
     })
+}
+
+/// The keys stored under `key`: itself if it is in the spool at `dir`; for a bare id that is
+/// not, every copy of it that is.
+pub fn copies(dir: &Path, key: Key) -> io::Result<Vec<Key>> {
+    let ulid = key.id();
+    let cur: HashSet<Key> = match fs::read_dir(Folder::Cur.path(dir)) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| CurName::parse(&name).map(|c| c.key))
+            .filter(|k| k.id() == ulid)
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
+        Err(e) => return Err(e),
+    };
+    let present = |k: &Key| {
+        cur.contains(k)
+            || [Folder::New, Folder::Done, Folder::Dead]
+                .iter()
+                .any(|f| f.path(dir).join(k.to_string()).exists())
+    };
+    if present(&key) {
+        return Ok(vec![key]);
+    }
+    if key.copy() != 0 {
+        return Ok(Vec::new());
+    }
+    Ok((1..=u8::MAX)
+        .map(|copy| Key::new(ulid, copy))
+        .filter(present)
+        .collect())
 }

@@ -675,7 +675,7 @@ async fn listed_while_moving(
     .unwrap();
     let mut moved = false;
     let seen = offline::snapshot_with(&c.root, |folder| {
-        if folder == when && !moved {
+        if folder.name() == when && !moved {
             moved = true;
             fs::rename(
                 from_dir.join(name(from.1, key)),
@@ -785,4 +785,33 @@ async fn delete_removes_one_message_wherever_it_is() {
     let claims = c.spool.claim_due(now_ms(), 10);
     assert!(matches!(c.spool.delete(busy).await, Err(ChangeError::InFlight(k)) if k == busy));
     drop(claims);
+}
+
+#[tokio::test]
+async fn the_maildir_spool_keeps_the_storage_contract() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    storage::conformance::storage(|| {
+        n += 1;
+        let dir = dirs.path().join(format!("spool{n}"));
+        async move { Spool::open(&dir, Options::default()).unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_spool_records_keep_the_records_contract() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut spools = Vec::new();
+    storage::conformance::records(|| {
+        let spool = Spool::open(
+            &dirs.path().join(format!("spool{}", spools.len())),
+            Options::default(),
+        )
+        .unwrap();
+        let records = spool.records();
+        spools.push(spool); // keeps each spool (and its lock) open for its check
+        async move { records }
+    })
+    .await;
 }

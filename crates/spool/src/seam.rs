@@ -1,0 +1,183 @@
+//! The maildir spool behind the storage seam: [`storage::Storage`] for [`Spool`], each method
+//! the spool's own, so that the invariants in ARCHITECTURE.md are kept by the code that keeps
+//! them today.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use storage::{Claimed, Listed, Status, Storage};
+use ulid::Ulid;
+
+use crate::{
+    offline, Attempt, ChangeError, Claim, Counts, Key, Outcome, RequeueError, Sending, Spool,
+    State, Unavailable,
+};
+
+impl Claimed for Claim {
+    fn key(&self) -> Key {
+        self.key
+    }
+
+    fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn since_ms(&self) -> u64 {
+        self.since_ms
+    }
+}
+
+impl Storage for Spool {
+    type Claim = Claim;
+    type Sending = Sending;
+
+    async fn enqueue(
+        &self,
+        id: Ulid,
+        copies: u8,
+        content: Vec<u8>,
+    ) -> Result<Vec<Key>, Unavailable> {
+        Spool::enqueue(self, id, copies, content)
+            .await
+            .map_err(Unavailable::new)
+    }
+
+    async fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+        Spool::claim_due(self, now_ms, max)
+    }
+
+    fn next_due_ms(&self) -> Option<u64> {
+        Spool::next_due_ms(self)
+    }
+
+    fn changed(&self) -> impl Future<Output = ()> + Send {
+        Spool::changed(self)
+    }
+
+    async fn read(&self, claim: &Claim) -> Result<Vec<u8>, Unavailable> {
+        Spool::read(self, claim).map_err(|e| {
+            let path = self.path(claim);
+            Unavailable::new(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        })
+    }
+
+    async fn release(&self, claim: Claim) {
+        Spool::release(self, claim)
+    }
+
+    fn sending(&self, claim: &Claim) -> Sending {
+        Spool::sending(self, claim)
+    }
+
+    async fn finish(
+        &self,
+        claim: Claim,
+        attempt: Option<&Attempt>,
+        outcome: Outcome,
+    ) -> Result<(), Unavailable> {
+        Spool::finish(self, claim, attempt, outcome)
+            .await
+            .map_err(Unavailable::new)
+    }
+
+    async fn status(&self, key: Key) -> Result<Option<Status>, Unavailable> {
+        Ok(Spool::status(self, key).map(|s| Status {
+            key: s.key,
+            state: s.state,
+            attempts: s.attempts,
+            next_attempt_ms: s.next_attempt_ms,
+        }))
+    }
+
+    async fn attempts(&self, key: Key) -> Result<Vec<Attempt>, Unavailable> {
+        Ok(Spool::attempts(self, key))
+    }
+
+    async fn message(&self, key: Key) -> Result<Option<Vec<u8>>, Unavailable> {
+        let Some(status) = Spool::status(self, key) else {
+            return Ok(None);
+        };
+        match std::fs::read(&status.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            // Moved on since its status was taken: look again, once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match Spool::status(self, key).map(|s| std::fs::read(s.path)) {
+                    Some(Ok(bytes)) => Ok(Some(bytes)),
+                    Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => Err(Unavailable::new(e)),
+                    _ => Ok(None),
+                }
+            }
+            Err(e) => Err(Unavailable::new(e)),
+        }
+    }
+
+    async fn copies(&self, key: Key) -> Result<Vec<Key>, Unavailable> {
+        offline::copies(self.dir(), key).map_err(Unavailable::new)
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, Unavailable> {
+        let dir = self.dir();
+        let seen = offline::snapshot(dir).map_err(Unavailable::new)?;
+        Ok(seen
+            .iter()
+            .map(|s| {
+                let l = offline::describe(dir, s);
+                Listed {
+                    key: l.key,
+                    state: l.state,
+                    attempts: l.attempts,
+                    next_attempt_ms: l.next_attempt_ms,
+                    last_error: l.last_error,
+                }
+            })
+            .collect())
+    }
+
+    fn counts(&self) -> Counts {
+        Spool::counts(self)
+    }
+
+    fn oldest_age(&self) -> Option<Duration> {
+        Spool::oldest_age(self)
+    }
+
+    fn requeue(&self, key: Key) -> impl Future<Output = Result<(), RequeueError>> + Send {
+        Spool::requeue(self, key)
+    }
+
+    fn retry_now(&self, key: Key) -> impl Future<Output = Result<(), ChangeError>> + Send {
+        Spool::retry_now(self, key)
+    }
+
+    fn delete(&self, key: Key) -> impl Future<Output = Result<State, ChangeError>> + Send {
+        Spool::delete(self, key)
+    }
+
+    async fn purge_dead(&self) -> Result<usize, Unavailable> {
+        let spool = self.clone();
+        blocking(move || spool.purge_dead()).await
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<usize, Unavailable> {
+        let spool = self.clone();
+        blocking(move || spool.prune_done(retention)).await
+    }
+
+    fn unhealthy_reason(&self) -> Option<String> {
+        Spool::unhealthy_reason(self)
+    }
+}
+
+/// Runs directory walks off the async workers.
+async fn blocking(
+    work: impl FnOnce() -> io::Result<usize> + Send + 'static,
+) -> Result<usize, Unavailable> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Unavailable::new),
+        Err(e) => Err(Unavailable::new(io::Error::other(e.to_string()))),
+    }
+}

@@ -1,0 +1,126 @@
+//! whomp's event layer (issue 13): producers post events by type, whomp knows who listens.
+//!
+//! Webhook targets (where to), filters (which event types) and subscriptions (a target bound to
+//! a filter) are few and change rarely; they are kept as records through the storage seam
+//! ([`storage::Records`]: in the maildir backend, one file each under `records/`, written to a
+//! temporary file, flushed and renamed) and all of them in memory ([`index::Index`]), so that
+//! matching an event never reads the disk. An event fans out to one ordinary whomp message per
+//! matching active subscription, enqueued through the same spool as raw submissions, so
+//! pre-flight, retry, status and dead letters are the ones whomp already has; the courier signs
+//! each with its target's current secrets ([`Events::keys_of`]).
+//!
+//! - [`model`]: the documents and the checks of what callers send;
+//! - [`index`]: the documents in memory, and matching;
+//! - [`store`]: changes, durable before they are applied in memory;
+//! - [`api`]: the REST API under `/v1/webhooks/`;
+//! - [`fanout`]: `POST /v1/events`, its de-duplication by event id.
+
+pub mod api;
+pub mod fanout;
+pub mod index;
+pub mod model;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use spool::{DirRecords, Spool};
+
+use index::Index;
+
+/// The record namespaces of the event layer.
+pub mod ns {
+    pub const TARGETS: &str = "targets";
+    pub const FILTERS: &str = "filters";
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    /// The answer given to each event posted with an id, for de-duplication.
+    pub const EVENTS: &str = "events";
+}
+
+/// The event layer of one whomp: its records, their index, and the events seen.
+#[derive(Debug)]
+pub struct Events {
+    records: DirRecords,
+    spool: Spool,
+    /// The largest event payload (`limits.max_body_bytes`).
+    max_body_bytes: u64,
+    index: RwLock<Index>,
+    /// Held while a change is written and applied, so the index and the records agree and a
+    /// subscription never binds a target being deleted.
+    writing: tokio::sync::Mutex<()>,
+    /// Event ids answered within `retention`: when (ms since the epoch) and the answer.
+    seen: Mutex<HashMap<String, (u64, Value)>>,
+    /// Event ids being fanned out right now; a second post of one waits for none, it is a 409.
+    pending: Mutex<HashSet<String>>,
+    retention: Duration,
+}
+
+/// Why the event layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the {namespace} records: {error}")]
+    Read {
+        namespace: &'static str,
+        error: storage::RecordError,
+    },
+    #[error("record {namespace}/{key} is not a valid document: {error}")]
+    Invalid {
+        namespace: &'static str,
+        key: String,
+        error: serde_json::Error,
+    },
+}
+
+impl Events {
+    /// Reads every record of the spool's event layer into memory; event answers older than
+    /// `retention` are forgotten (and their records removed).
+    pub async fn load(
+        spool: &Spool,
+        max_body_bytes: u64,
+        retention: Duration,
+    ) -> Result<Events, LoadError> {
+        let records = spool.records();
+        let index = Index {
+            targets: store::read_all(&records, ns::TARGETS).await?,
+            filters: store::read_all(&records, ns::FILTERS).await?,
+            subscriptions: store::read_all(&records, ns::SUBSCRIPTIONS).await?,
+        };
+        let seen = fanout::load_seen(&records, retention).await?;
+        Ok(Events {
+            records,
+            spool: spool.clone(),
+            max_body_bytes,
+            index: RwLock::new(index),
+            writing: tokio::sync::Mutex::new(()),
+            seen: Mutex::new(seen),
+            pending: Mutex::new(HashSet::new()),
+            retention,
+        })
+    }
+
+    /// The signing keys of target `id`, from memory; `None` if there is no such target (it was
+    /// deleted after the delivery was queued).
+    pub fn keys_of(&self, id: &str) -> Option<Vec<Vec<u8>>> {
+        self.read().targets.get(id).map(model::Target::keys)
+    }
+
+    /// How many targets, filters and subscriptions there are, for the start-up line.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let index = self.read();
+        (
+            index.targets.len(),
+            index.filters.len(),
+            index.subscriptions.len(),
+        )
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
