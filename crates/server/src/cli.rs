@@ -7,7 +7,6 @@
 //! through the daemon's admin listener so its schedule learns of them (and its log shows them).
 //! Output ends quietly when its reader does (`spool list | head`).
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spool::offline::{self, Listed};
-use spool::{CurName, Key, Spool, State};
+use spool::{Folder, Key, Spool, State};
 use telemetry::rfc3339;
 
 /// Exit codes (sysexits-style), documented in the README.
@@ -275,7 +274,7 @@ fn run_spool(
 ) -> std::io::Result<u8> {
     // A spool the daemon never created holds no messages: list it empty, find nothing in it,
     // and leave the directory uncreated.
-    let is_spool = dir.join("new").is_dir();
+    let is_spool = Folder::New.path(dir).is_dir();
     match action {
         SpoolAction::List(filter) => {
             list(dir, filter, json, reader, out)?;
@@ -478,35 +477,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// The keys an id names: that key if the spool has it, or, for a bare id, every copy of a
 /// fanned-out message it has. Empty if it has none, or `id` is not a message id.
 pub fn keys_of(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
-    let Ok(key) = id.parse::<Key>() else {
-        return Ok(Vec::new());
-    };
-    let ulid = key.id();
-    let cur: HashSet<Key> = match std::fs::read_dir(dir.join("cur")) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|name| CurName::parse(&name).map(|c| c.key))
-            .filter(|k| k.id() == ulid)
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-        Err(e) => return Err(e),
-    };
-    let present = |k: &Key| {
-        cur.contains(k)
-            || ["new", "done", "dead"]
-                .iter()
-                .any(|f| dir.join(f).join(k.to_string()).exists())
-    };
-    if present(&key) {
-        return Ok(vec![key]);
+    match id.parse::<Key>() {
+        Ok(key) => offline::copies(dir, key),
+        Err(_) => Ok(Vec::new()),
     }
-    if key.copy() != 0 {
-        return Ok(Vec::new());
-    }
-    Ok((1..=u8::MAX)
-        .map(|copy| Key::new(ulid, copy))
-        .filter(present)
-        .collect())
 }
 
 /// The head of a listed message's file (read whole, up to the stored-head limit); looked up

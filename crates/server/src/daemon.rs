@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spool::Spool;
+use storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -241,9 +242,9 @@ pub fn announce_endpoint(what: &str, endpoint: &Endpoint) -> Result<SocketAddr, 
 
 /// Starts the work beside the listeners, the delivery loop over `spool` and the pruning of
 /// `done/`, both stopping with `stop`; then prints `ready`.
-pub fn deliver_and_announce_ready<C: delivery::Courier>(
+pub fn deliver_and_announce_ready<C: delivery::Courier, S: Storage>(
     tasks: &mut tokio::task::JoinSet<()>,
-    spool: &Spool,
+    spool: &S,
     courier: Arc<C>,
     limits: delivery::Limits,
     retention: Duration,
@@ -337,7 +338,7 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Deletes delivered messages past their retention, every tenth of it (1 min to 1 h), until stop.
-pub async fn prune(spool: Spool, retention: Duration, stop: watch::Receiver<bool>) {
+pub async fn prune<S: Storage>(spool: S, retention: Duration, stop: watch::Receiver<bool>) {
     let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     let stop = stopped(stop);
     tokio::pin!(stop);
@@ -346,13 +347,12 @@ pub async fn prune(spool: Spool, retention: Duration, stop: watch::Receiver<bool
             () = &mut stop => return,
             () = tokio::time::sleep(every) => {}
         }
-        let s = spool.clone();
-        match tokio::task::spawn_blocking(move || s.prune_done(retention)).await {
-            Ok(Ok(n)) if n > 0 => {
+        match spool.prune(retention).await {
+            Ok(n) if n > 0 => {
                 tracing::info!(removed = n, "pruned delivered messages past retention")
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
-            _ => {}
+            Err(e) => tracing::warn!(error = %e, "pruning done/ failed"),
+            Ok(_) => {}
         }
     }
 }

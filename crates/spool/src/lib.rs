@@ -705,8 +705,9 @@ impl Spool {
         Err(ChangeError::NotFound(key))
     }
 
-    /// Where `key` stands, or `None` if the spool never had it (or it was pruned).
-    pub fn status(&self, key: Key) -> Option<Status> {
+    /// Where `key` stands and where its file is, or `None` if the spool never had it (or it
+    /// was pruned).
+    pub fn locate(&self, key: Key) -> Option<Status> {
         let queued = lock(&self.inner.index).get(&key);
         if let Some(e) = queued {
             let (state, path) = match e.place {
@@ -740,7 +741,7 @@ impl Spool {
     }
 
     /// The recorded attempts of `key`, oldest first.
-    pub fn attempts(&self, key: Key) -> Vec<Attempt> {
+    pub fn history(&self, key: Key) -> Vec<Attempt> {
         read_attempts(&self.inner.root, key)
     }
 

@@ -117,13 +117,17 @@ async fn enqueued_messages_are_queued_and_read_back<S: Storage>(s: S) {
         "a queued message has a next attempt"
     );
     assert_eq!(
-        s.message(key).await.expect("message"),
+        s.message(key, usize::MAX).await.expect("message"),
         Some(b"hello".to_vec())
+    );
+    assert_eq!(
+        s.message(key, 2).await.expect("message"),
+        Some(b"he".to_vec())
     );
     assert_eq!(s.attempts(key).await.expect("attempts"), vec![]);
     let unknown = Key::new(Ulid::new(), 0);
     assert_eq!(s.status(unknown).await.expect("status"), None);
-    assert_eq!(s.message(unknown).await.expect("message"), None);
+    assert_eq!(s.message(unknown, usize::MAX).await.expect("message"), None);
     assert_eq!(s.copies(unknown).await.expect("copies"), vec![]);
     assert_eq!(s.copies(key).await.expect("copies"), vec![key]);
 
@@ -204,7 +208,7 @@ async fn outcomes_move_messages_and_keep_attempts<S: Storage>(s: S) {
     assert_eq!(status.next_attempt_ms, None, "nothing more to attempt");
     assert_eq!(s.attempts(delivered).await.expect("attempts"), vec![sent]);
     assert_eq!(
-        s.message(delivered).await.expect("message"),
+        s.message(delivered, 1).await.expect("message"),
         Some(b"a".to_vec()),
         "a delivered message is kept for its history"
     );
