@@ -14,7 +14,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{read_attempts, Attempt, CurName, Folder, Key, State};
+use crate::attempts::read_attempts;
+use crate::{Attempt, CurName, Folder, Key, State};
 
 /// The folders in the order messages move through them, `cur/` again last for re-queues.
 const FLOW: [Folder; 5] = [

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::AtomicBool;
 
 struct Check {
     _dir: tempfile::TempDir,
