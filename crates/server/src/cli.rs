@@ -13,8 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spool::offline::{self, Listed};
-use spool::{Folder, Key, Spool, State};
+use spool::offline;
+use spool::{Folder, Key, Listed, Spool, State};
 use telemetry::rfc3339;
 
 /// Exit codes (sysexits-style), documented in the README.
@@ -287,10 +287,10 @@ fn run_spool(
                 return Ok(exit::FAILED);
             }
             for key in keys {
-                let Some(listed) = offline::find(dir, key)? else {
+                let Some((listed, path)) = offline::find(dir, key)? else {
                     continue;
                 };
-                let head = read_head(&listed, dir);
+                let head = read_head(&path, key, dir);
                 // Records written before targets were cut to their origin are cut here.
                 let attempts: Vec<_> = offline::attempts(dir, key)
                     .into_iter()
@@ -305,7 +305,7 @@ fn run_spool(
                     continue;
                 }
                 writeln!(out, "{}", listing_json(&listed, &target))?;
-                let bytes = std::fs::read(&listed.path)?;
+                let bytes = std::fs::read(&path)?;
                 out.write_all(&bytes)?;
                 if !bytes.ends_with(b"\n") {
                     writeln!(out)?;
@@ -387,7 +387,7 @@ fn list(
             continue;
         }
         let listed = offline::describe(dir, &seen);
-        let head = read_head(&listed, dir);
+        let head = read_head(&seen.path(dir), seen.key, dir);
         if let Some(wanted) = &filter.destination {
             if (reader.destination)(&head).as_deref() != Some(wanted.as_str()) {
                 continue;
@@ -483,15 +483,15 @@ pub fn keys_of(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
     }
 }
 
-/// The head of a listed message's file (read whole, up to the stored-head limit); looked up
-/// again if it moved since it was listed, empty if it is gone.
-fn read_head(listed: &Listed, dir: &Path) -> Vec<u8> {
+/// The head of a listed message's file at `path` (read whole, up to the stored-head limit);
+/// looked up again if it moved since it was listed, empty if it is gone.
+fn read_head(path: &Path, key: Key, dir: &Path) -> Vec<u8> {
     let read = |path: &Path| -> Option<Vec<u8>> {
         let file = std::fs::File::open(path).ok()?;
         httpmsg::read_head(file, httpmsg::MAX_STORED_HEAD).ok()
     };
-    read(&listed.path)
-        .or_else(|| read(&offline::find(dir, listed.key).ok()??.path))
+    read(path)
+        .or_else(|| read(&offline::find(dir, key).ok()??.1))
         .unwrap_or_default()
 }
 

@@ -43,7 +43,6 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use ulid::Ulid;
 
@@ -56,8 +55,8 @@ pub use name::CurName;
 use rebuild::{queued_entry, rebuild, take_lock};
 pub use records::DirRecords;
 pub use storage::{
-    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Outcome, RequeueError, State,
-    Unavailable, EXCERPT_BYTES,
+    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Listed, Outcome, RequeueError,
+    State, Status, Unavailable, EXCERPT_BYTES,
 };
 
 /// How a spool is run.
@@ -97,17 +96,6 @@ pub struct Claim {
     pub since_ms: u64,
     due_ms: u64,
     place: Place,
-}
-
-/// Where a message stands, for the status API and `spool show`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    pub key: Key,
-    pub state: State,
-    pub attempts: u32,
-    /// ms since the epoch; only while queued or retrying.
-    pub next_attempt_ms: Option<u64>,
-    pub path: PathBuf,
 }
 
 /// Why the spool could not be opened.
@@ -514,27 +502,34 @@ impl Spool {
         self.submit(Op::Flush).await.map_err(|f| f.error)
     }
 
-    /// Where `key` stands and where its file is, or `None` if the spool never had it (or it
-    /// was pruned).
+    /// Where `key` stands, or `None` if the spool never had it (or it was pruned).
     pub fn locate(&self, key: Key) -> Option<Status> {
+        self.locate_file(key).map(|(status, _)| status)
+    }
+
+    /// Where `key` stands and where its file is.
+    pub(crate) fn locate_file(&self, key: Key) -> Option<(Status, PathBuf)> {
         let queued = lock(&self.inner.index).get(&key);
         if let Some(e) = queued {
             let (state, path) = match e.place {
-                Place::New => (State::Queued, format!("new/{key}")),
+                Place::New => (
+                    State::Queued,
+                    Folder::New.path(&self.inner.root).join(key.to_string()),
+                ),
                 Place::Cur => (
                     State::Retrying,
-                    format!(
-                        "cur/{}",
+                    Folder::Cur.path(&self.inner.root).join(
                         CurName {
                             key,
                             attempts: e.attempts,
                             due_ms: e.due_ms,
-                            since_ms: e.since_ms
+                            since_ms: e.since_ms,
                         }
+                        .to_string(),
                     ),
                 ),
             };
-            return Some(Status {
+            let status = Status {
                 key,
                 state,
                 attempts: e.attempts,
@@ -543,8 +538,8 @@ impl Spool {
                 } else {
                     e.due_ms
                 }),
-                path: self.inner.root.join(path),
-            });
+            };
+            return Some((status, path));
         }
         finished_status(&self.inner.root, key)
     }
@@ -635,20 +630,20 @@ fn current_name(claim: &Claim) -> PathBuf {
     Path::new(folder_of(claim.place).name()).join(file_name(claim))
 }
 
-fn finished_status(root: &Path, key: Key) -> Option<Status> {
+fn finished_status(root: &Path, key: Key) -> Option<(Status, PathBuf)> {
     for (folder, state) in [
         (Folder::Done, State::Delivered),
         (Folder::Dead, State::Dead),
     ] {
         let path = folder.path(root).join(key.to_string());
         if path.exists() {
-            return Some(Status {
+            let status = Status {
                 key,
                 state,
                 attempts: read_attempts(root, key).len() as u32,
                 next_attempt_ms: None,
-                path,
-            });
+            };
+            return Some((status, path));
         }
     }
     None

@@ -85,12 +85,7 @@ impl Storage for Spool {
     }
 
     async fn status(&self, key: Key) -> Result<Option<Status>, Unavailable> {
-        Ok(self.locate(key).map(|s| Status {
-            key: s.key,
-            state: s.state,
-            attempts: s.attempts,
-            next_attempt_ms: s.next_attempt_ms,
-        }))
+        Ok(self.locate(key))
     }
 
     async fn attempts(&self, key: Key) -> Result<Vec<Attempt>, Unavailable> {
@@ -107,10 +102,10 @@ impl Storage for Spool {
         };
         // A message may move on between its lookup and its read: look again, once.
         for _ in 0..2 {
-            let Some(found) = self.locate(key) else {
+            let Some((_, path)) = self.locate_file(key) else {
                 return Ok(None);
             };
-            match read(&found.path) {
+            match read(&path) {
                 Ok(bytes) => return Ok(Some(bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Unavailable::new(e)),
@@ -126,19 +121,7 @@ impl Storage for Spool {
     async fn list(&self) -> Result<Vec<Listed>, Unavailable> {
         let dir = self.dir();
         let seen = offline::snapshot(dir).map_err(Unavailable::new)?;
-        Ok(seen
-            .iter()
-            .map(|s| {
-                let l = offline::describe(dir, s);
-                Listed {
-                    key: l.key,
-                    state: l.state,
-                    attempts: l.attempts,
-                    next_attempt_ms: l.next_attempt_ms,
-                    last_error: l.last_error,
-                }
-            })
-            .collect())
+        Ok(seen.iter().map(|s| offline::describe(dir, s)).collect())
     }
 
     fn counts(&self) -> Counts {

@@ -183,7 +183,7 @@ async fn dead_letter_and_requeue() {
         .unwrap();
     assert_eq!(c.names("dead"), vec![key.to_string()]);
     assert_eq!(c.spool.locate(key).unwrap().state, State::Dead);
-    let listed = offline::find(&c.root, key).unwrap().unwrap();
+    let (listed, _) = offline::find(&c.root, key).unwrap().unwrap();
     assert_eq!(listed.last_error.as_deref(), Some("status 410"));
 
     c.spool.requeue(key).await.unwrap();
@@ -417,7 +417,7 @@ async fn offline_listing_shows_every_state() {
             (b, State::Retrying, 1, Some("timed out".to_owned())),
         ]
     );
-    let found = offline::find(&c.root, b).unwrap().unwrap();
+    let (found, _) = offline::find(&c.root, b).unwrap().unwrap();
     assert_eq!(found.next_attempt_ms, Some(42));
     assert_eq!(offline::attempts(&c.root, b).len(), 1);
 }

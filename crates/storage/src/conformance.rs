@@ -81,6 +81,15 @@ async fn put<S: Storage>(s: &S, content: &str) -> Key {
     keys[0]
 }
 
+/// Records a failed attempt of `c`, to retry [`LATER_MS`] from now; returns that time.
+async fn fail_until_later<S: Storage>(s: &S, c: S::Claim) -> u64 {
+    let due = now_ms() + LATER_MS;
+    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
+        .await
+        .expect("finish");
+    due
+}
+
 async fn state<S: Storage>(s: &S, key: Key) -> Option<State> {
     s.status(key).await.expect("status").map(|st| st.state)
 }
@@ -237,10 +246,7 @@ async fn retries_are_due_at_their_time<S: Storage>(s: S) {
     let key = put(&s, "later").await;
     let c = claim(&s, key, now_ms()).await;
     let since = c.since_ms();
-    let due = now_ms() + LATER_MS;
-    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
-        .await
-        .expect("finish");
+    let due = fail_until_later(&s, c).await;
     let status = s.status(key).await.expect("status").expect("known");
     assert_eq!((status.state, status.attempts), (State::Retrying, 1));
     assert_eq!(status.next_attempt_ms, Some(due));
@@ -298,15 +304,7 @@ async fn operators_retry_and_delete<S: Storage>(s: S) {
     // Retry now: a retrying message becomes due now, keeping its count.
     let key = put(&s, "op").await;
     let c = claim(&s, key, now_ms()).await;
-    s.finish(
-        c,
-        Some(&attempt(503)),
-        Outcome::Retry {
-            due_ms: now_ms() + LATER_MS,
-        },
-    )
-    .await
-    .expect("finish");
+    fail_until_later(&s, c).await;
     s.retry_now(key).await.expect("retry now");
     let c = claim(&s, key, now_ms() + 1_000).await;
     assert_eq!(c.attempts(), 1, "retry now keeps the count");
@@ -411,15 +409,7 @@ async fn counts_and_gauges_follow_the_queue<S: Storage>(s: S) {
         }
     );
     drop(sending);
-    s.finish(
-        c,
-        Some(&attempt(503)),
-        Outcome::Retry {
-            due_ms: now_ms() + LATER_MS,
-        },
-    )
-    .await
-    .expect("finish");
+    fail_until_later(&s, c).await;
     assert_eq!(
         s.counts(),
         Counts {
