@@ -16,6 +16,7 @@ use hyper::{Request, Response};
 use server::edge::{self, BodyError};
 use server::listen::{Peer, Resp};
 use spool::Spool;
+use storage::Storage;
 
 use crate::routes::{Current, Route};
 use crate::stored::{self, Meta};

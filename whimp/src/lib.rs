@@ -23,6 +23,7 @@ use std::time::Duration;
 use server::daemon::{self, Daemon};
 use server::listen::{Budget, ConnLimits};
 use server::Signal;
+use storage::Storage;
 use tokio::sync::watch;
 
 use crate::forward::Forwarder;

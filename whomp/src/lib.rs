@@ -28,6 +28,7 @@ use std::time::Duration;
 use server::daemon::{self, Daemon};
 use server::listen::{Budget, ConnLimits, Endpoint};
 use server::Signal;
+use storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 

@@ -257,7 +257,7 @@ impl Spool {
     /// Stores `content` durably as message `id` with `copies` deliverable copies (1 = a single
     /// target; more = fan-out, keys `id.1`..`id.N`). Returns once the file and its entries in
     /// `new/` are durable; on error nothing was kept.
-    pub async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         id: Ulid,
         copies: u8,
@@ -357,7 +357,7 @@ impl Spool {
     }
 
     /// Claims up to `max` messages due at `now_ms`, oldest first.
-    pub fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+    pub(crate) fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
         lock(&self.inner.index)
             .claim_due(now_ms, max)
             .into_iter()
@@ -372,12 +372,12 @@ impl Spool {
     }
 
     /// When the next unclaimed message is due (ms since the epoch), if any is queued.
-    pub fn next_due_ms(&self) -> Option<u64> {
+    pub(crate) fn next_due_ms(&self) -> Option<u64> {
         lock(&self.inner.index).next_due_ms()
     }
 
     /// Resolves when a message may have become due earlier than [`Spool::next_due_ms`] said.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.inner.wake.notified().await
     }
 
@@ -387,12 +387,12 @@ impl Spool {
     }
 
     /// Reads a claimed message's file.
-    pub fn read(&self, claim: &Claim) -> io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, claim: &Claim) -> io::Result<Vec<u8>> {
         fs::read(self.path(claim))
     }
 
     /// Gives a claim back untouched (e.g. at shutdown, or when its destination is busy).
-    pub fn release(&self, claim: Claim) {
+    pub(crate) fn release(&self, claim: Claim) {
         lock(&self.inner.index).reschedule(
             claim.key,
             claim.place,
@@ -410,7 +410,7 @@ impl Spool {
     /// crash of the process loses nothing (the kernel has the rename); a power loss within
     /// that flush's few milliseconds can roll the message back to where it was, and the attempt
     /// is made again — a duplicate, never a loss (see ARCHITECTURE.md, "Invariants").
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         claim: Claim,
         attempt: Option<&Attempt>,
@@ -550,7 +550,7 @@ impl Spool {
     }
 
     /// Message counts by state, from memory (no I/O).
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         let (queued, retrying, _claimed) = lock(&self.inner.index).counts();
         let [new, cur] = self
             .inner
@@ -568,7 +568,7 @@ impl Spool {
 
     /// Marks an attempt of `claim` as in flight, for [`Spool::counts`], until the guard drops.
     /// A deliverer holds it while the request is out, and drops it before [`Spool::finish`].
-    pub fn sending(&self, claim: &Claim) -> Sending {
+    pub(crate) fn sending(&self, claim: &Claim) -> Sending {
         let place = claim.place as usize;
         self.inner.sending[place].fetch_add(1, Ordering::AcqRel);
         Sending {
@@ -579,13 +579,13 @@ impl Spool {
 
     /// How long the oldest message still to deliver has been waiting, if any (no I/O; a scan of
     /// the in-memory schedule).
-    pub fn oldest_age(&self) -> Option<Duration> {
+    pub(crate) fn oldest_age(&self) -> Option<Duration> {
         let oldest = lock(&self.inner.index).oldest_arrival_ms()?;
         Some(Duration::from_millis(now_ms().saturating_sub(oldest)))
     }
 
     /// `None` when the spool can store messages; otherwise why not. No I/O.
-    pub fn unhealthy_reason(&self) -> Option<String> {
+    pub(crate) fn unhealthy_reason(&self) -> Option<String> {
         if self.inner.health.failing() {
             Some(lock(&self.inner.health.reason).clone().unwrap_or_default())
         } else {

@@ -15,7 +15,7 @@ use crate::{
 
 impl Spool {
     /// Moves a dead message back to the queue with a fresh retry budget, due now.
-    pub async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
+    pub(crate) async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
         let name = key.to_string();
         if !Folder::Dead.path(&self.inner.root).join(&name).exists() {
             return Err(RequeueError::NotDead(key));
@@ -52,7 +52,7 @@ impl Spool {
     /// ([`Spool::requeue`]); a retrying one is made due now, keeping its attempt count and
     /// retry budget; a queued one is due already. (The rename within `cur/` is flushed with the
     /// next group: lost to a power cut, the message is merely due at its old time.)
-    pub async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
+    pub(crate) async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
         if Folder::Dead
             .path(&self.inner.root)
             .join(key.to_string())
@@ -77,7 +77,7 @@ impl Spool {
     /// Deletes one message (one copy of a fanned-out one) wherever it is, for an operator, and
     /// returns the state it was in. Refused while it is being attempted. Flushed before it
     /// returns.
-    pub async fn delete(&self, key: Key) -> Result<State, ChangeError> {
+    pub(crate) async fn delete(&self, key: Key) -> Result<State, ChangeError> {
         let root = self.inner.root.clone();
         let fail = |source| MoveError {
             key,

@@ -14,7 +14,7 @@ impl Spool {
     /// Deletes delivered messages finished longer than `retention` ago, and attempt logs
     /// untouched as long whose messages are all gone (none queued, retrying or dead). Blocking;
     /// run it off the async workers. Returns how many messages were removed.
-    pub fn prune_done(&self, retention: Duration) -> io::Result<usize> {
+    pub(crate) fn prune_done(&self, retention: Duration) -> io::Result<usize> {
         let cutoff = SystemTime::now()
             .checked_sub(retention)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -39,7 +39,7 @@ impl Spool {
 
     /// Deletes every message in `dead/`. Returns how many. (Their attempt records go with
     /// their log, at the next prune after `retention`.)
-    pub fn purge_dead(&self) -> io::Result<usize> {
+    pub(crate) fn purge_dead(&self) -> io::Result<usize> {
         purge_dead(&self.inner.root)
     }
 }
