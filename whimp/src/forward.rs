@@ -11,7 +11,7 @@ use std::sync::Arc;
 use daemon::Current;
 use delivery::{Finished, Reach, Ready, Refused, Request, Sent};
 use http::{HeaderName, HeaderValue, Method};
-use spool::{Attempt, Claim};
+use spool::{Attempt, Key};
 use telemetry::names;
 
 use crate::metrics::Metrics;
@@ -30,7 +30,7 @@ pub struct Forwarder {
 impl delivery::Courier for Forwarder {
     type Payload = Request;
 
-    fn prepare(&self, claim: &Claim, file: Vec<u8>) -> Result<Ready<Request>, Refused> {
+    fn prepare(&self, key: Key, file: Vec<u8>) -> Result<Ready<Request>, Refused> {
         let refuse = |error: String, permanent: bool| Refused {
             target: String::new(),
             error,
@@ -46,7 +46,7 @@ impl delivery::Courier for Forwarder {
                 false,
             )
         })?;
-        let index = usize::from(claim.key.copy().saturating_sub(1));
+        let index = usize::from(key.copy().saturating_sub(1));
         let backend = route.backends.get(index).ok_or_else(|| Refused {
             target: String::new(),
             error: format!("route {route_name:?} no longer has backend {}", index + 1),
@@ -85,7 +85,7 @@ impl delivery::Courier for Forwarder {
                 "whimp-original-url",
                 meta.original_url.map(String::into_bytes),
             ),
-            ("whimp-id", Some(claim.key.id().to_string().into_bytes())),
+            ("whimp-id", Some(key.id().to_string().into_bytes())),
         ];
         for (name, value) in added {
             if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {

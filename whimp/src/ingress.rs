@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use spool::Spool;
+use storage::Storage;
 
 use crate::routes::{Route, Table};
 use crate::stored::{self, Meta};

@@ -23,6 +23,7 @@ use std::time::Duration;
 use daemon::kit::{self, TlsListeners};
 use daemon::listen::Budget;
 use daemon::{Current, Daemon, Kit, Listeners, Signals, StartError};
+use storage::Storage;
 
 use crate::forward::Forwarder;
 use crate::ingress::Ingress;

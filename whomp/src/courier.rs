@@ -23,7 +23,7 @@ use daemon::Current;
 use delivery::{Finished, Reach, Ready, Refused, Sent};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use netguard::{Host, Rejection, Target};
-use spool::{Attempt, Claim};
+use spool::{Attempt, Key};
 use telemetry::names;
 
 use crate::live::Live;
@@ -57,7 +57,7 @@ pub struct Payload {
 impl delivery::Courier for Courier {
     type Payload = Payload;
 
-    fn prepare(&self, _claim: &Claim, file: Vec<u8>) -> Result<Ready<Payload>, Refused> {
+    fn prepare(&self, _key: Key, file: Vec<u8>) -> Result<Ready<Payload>, Refused> {
         let live = self.live.get();
         let refuse = |target: String, error: String, permanent: bool| Refused {
             target,

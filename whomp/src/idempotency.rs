@@ -163,8 +163,8 @@ impl Keys {
     pub fn load(dir: &Path, capacity: usize) -> Keys {
         let keys = Keys::new(capacity);
         let mut files: Vec<(Ulid, std::path::PathBuf)> = Vec::new();
-        for folder in ["new", "cur", "done", "dead"] {
-            let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
+        for folder in spool::Folder::STORED {
+            let Ok(entries) = std::fs::read_dir(folder.path(dir)) else {
                 continue;
             };
             for entry in entries.flatten() {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use daemon::kit::{self, TlsListeners};
 use daemon::listen::Budget;
 use daemon::{Current, Daemon, Kit, Listeners, Signals, StartError};
+use storage::Storage;
 
 use crate::courier::Courier;
 use crate::idempotency::Keys;

@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
 use spool::{Key, Spool};
+use storage::Storage;
 use telemetry::names;
 
 use crate::idempotency::{self, Begin, Fingerprint, Keys, Reservation};
@@ -360,16 +361,17 @@ impl Submissions {
             Ok(key) => key,
             Err(resp) => return *resp,
         };
-        let spool = self.spool.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let status = spool.status(key)?;
-            let attempts = spool.attempts(key);
-            let head = stored::read_head(&status.path).unwrap_or_default();
-            Some((status, attempts, head))
-        })
-        .await
-        .ok()
-        .flatten();
+        let found = match self.spool.status(key).await {
+            Ok(Some(status)) => {
+                let attempts = self.spool.attempts(key).await.unwrap_or_default();
+                let head = self
+                    .spool
+                    .message(key, stored::READ_LIMITS.max_header_bytes)
+                    .await;
+                Some((status, attempts, head.ok().flatten().unwrap_or_default()))
+            }
+            _ => None,
+        };
         let Some((status, attempts, head)) = found else {
             return json_response(
                 StatusCode::NOT_FOUND,
@@ -419,16 +421,18 @@ impl Submissions {
                     &json!({"id": key.to_string(), "state": "retrying", "status_url": format!("/v1/messages/{key}")}),
                 )
             }
-            Err(spool::RequeueError::NotDead(_)) => match self.spool.status(key) {
-                Some(status) => json_response(
-                    StatusCode::CONFLICT,
-                    &json!({"error": format!("{key} is {}, not dead; only dead messages can be re-queued", status.state.as_str())}),
-                ),
-                None => json_response(
-                    StatusCode::NOT_FOUND,
-                    &json!({"error": format!("no message {key}")}),
-                ),
-            },
+            Err(spool::RequeueError::NotDead(_)) => {
+                match self.spool.status(key).await.ok().flatten() {
+                    Some(status) => json_response(
+                        StatusCode::CONFLICT,
+                        &json!({"error": format!("{key} is {}, not dead; only dead messages can be re-queued", status.state.as_str())}),
+                    ),
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no message {key}")}),
+                    ),
+                }
+            }
             Err(e) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": e.to_string()}),

@@ -7,15 +7,14 @@
 //! through the daemon's admin listener so its schedule learns of them (and its log shows them).
 //! Output ends quietly when its reader does (`spool list | head`).
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spool::offline::{self, Listed};
-use spool::{CurName, Key, Spool, State};
+use spool::offline;
+use spool::{Folder, Key, Listed, Spool, State};
 use telemetry::rfc3339;
 
 /// Exit codes (sysexits-style), documented in the README.
@@ -275,7 +274,7 @@ fn run_spool(
 ) -> std::io::Result<u8> {
     // A spool the daemon never created holds no messages: list it empty, find nothing in it,
     // and leave the directory uncreated.
-    let is_spool = dir.join("new").is_dir();
+    let is_spool = Folder::New.path(dir).is_dir();
     match action {
         SpoolAction::List(filter) => {
             list(dir, filter, json, reader, out)?;
@@ -288,10 +287,10 @@ fn run_spool(
                 return Ok(exit::FAILED);
             }
             for key in keys {
-                let Some(listed) = offline::find(dir, key)? else {
+                let Some((listed, path)) = offline::find(dir, key)? else {
                     continue;
                 };
-                let head = read_head(&listed, dir);
+                let head = read_head(&path, key, dir);
                 // Records written before targets were cut to their origin are cut here.
                 let attempts: Vec<_> = offline::attempts(dir, key)
                     .into_iter()
@@ -306,7 +305,7 @@ fn run_spool(
                     continue;
                 }
                 writeln!(out, "{}", listing_json(&listed, &target))?;
-                let bytes = std::fs::read(&listed.path)?;
+                let bytes = std::fs::read(&path)?;
                 out.write_all(&bytes)?;
                 if !bytes.ends_with(b"\n") {
                     writeln!(out)?;
@@ -388,7 +387,7 @@ fn list(
             continue;
         }
         let listed = offline::describe(dir, &seen);
-        let head = read_head(&listed, dir);
+        let head = read_head(&seen.path(dir), seen.key, dir);
         if let Some(wanted) = &filter.destination {
             if (reader.destination)(&head).as_deref() != Some(wanted.as_str()) {
                 continue;
@@ -478,46 +477,21 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// The keys an id names: that key if the spool has it, or, for a bare id, every copy of a
 /// fanned-out message it has. Empty if it has none, or `id` is not a message id.
 pub fn keys_of(dir: &Path, id: &str) -> std::io::Result<Vec<Key>> {
-    let Ok(key) = id.parse::<Key>() else {
-        return Ok(Vec::new());
-    };
-    let ulid = key.id();
-    let cur: HashSet<Key> = match std::fs::read_dir(dir.join("cur")) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|name| CurName::parse(&name).map(|c| c.key))
-            .filter(|k| k.id() == ulid)
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-        Err(e) => return Err(e),
-    };
-    let present = |k: &Key| {
-        cur.contains(k)
-            || ["new", "done", "dead"]
-                .iter()
-                .any(|f| dir.join(f).join(k.to_string()).exists())
-    };
-    if present(&key) {
-        return Ok(vec![key]);
+    match id.parse::<Key>() {
+        Ok(key) => offline::copies(dir, key),
+        Err(_) => Ok(Vec::new()),
     }
-    if key.copy() != 0 {
-        return Ok(Vec::new());
-    }
-    Ok((1..=u8::MAX)
-        .map(|copy| Key::new(ulid, copy))
-        .filter(present)
-        .collect())
 }
 
-/// The head of a listed message's file (read whole, up to the stored-head limit); looked up
-/// again if it moved since it was listed, empty if it is gone.
-fn read_head(listed: &Listed, dir: &Path) -> Vec<u8> {
+/// The head of a listed message's file at `path` (read whole, up to the stored-head limit);
+/// looked up again if it moved since it was listed, empty if it is gone.
+fn read_head(path: &Path, key: Key, dir: &Path) -> Vec<u8> {
     let read = |path: &Path| -> Option<Vec<u8>> {
         let file = std::fs::File::open(path).ok()?;
         httpmsg::read_head(file, httpmsg::MAX_STORED_HEAD).ok()
     };
-    read(&listed.path)
-        .or_else(|| read(&offline::find(dir, listed.key).ok()??.path))
+    read(path)
+        .or_else(|| read(&offline::find(dir, key).ok()??.1))
         .unwrap_or_default()
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
+use storage::Storage as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -335,13 +336,12 @@ async fn prune(storage: Storage, retention: Duration, stop: watch::Receiver<bool
             () = &mut stop => return,
             () = tokio::time::sleep(every) => {}
         }
-        let s = storage.clone();
-        match tokio::task::spawn_blocking(move || s.prune_done(retention)).await {
-            Ok(Ok(n)) if n > 0 => {
+        match storage::Storage::prune(&storage, retention).await {
+            Ok(n) if n > 0 => {
                 tracing::info!(removed = n, "pruned delivered messages past retention")
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning done/ failed"),
-            _ => {}
+            Err(e) => tracing::warn!(error = %e, "pruning done/ failed"),
+            Ok(_) => {}
         }
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use storage::{ChangeError, Key, Storage};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -85,7 +86,7 @@ pub fn note_admin_addr(spool_dir: &std::path::Path, addr: SocketAddr) {
 
 /// Admin endpoints the `spool` CLI uses while the daemon holds the spool's lock:
 /// `POST /spool/retry/<id>`, `POST /spool/delete/<id>` and `POST /spool/purge-dead`.
-pub fn spool_admin(spool: spool::Spool) -> telemetry::Extra {
+pub fn spool_admin<S: Storage>(spool: S) -> telemetry::Extra {
     Arc::new(move |method: Method, path: String, _body: Bytes| {
         let spool = spool.clone();
         Box::pin(async move {
@@ -114,7 +115,7 @@ pub type Answer = Result<String, (StatusCode, String)>;
 
 /// Has `id` attempted now: re-queues its dead copies, makes its retrying ones due (all copies
 /// of a bare id that are not delivered). Logged, as every operator change is.
-pub async fn retry(spool: &spool::Spool, id: &str) -> Answer {
+pub async fn retry<S: Storage>(spool: &S, id: &str) -> Answer {
     let keys = operator_keys(spool, id).await?;
     let mut changed = 0;
     let mut refused = None;
@@ -122,7 +123,7 @@ pub async fn retry(spool: &spool::Spool, id: &str) -> Answer {
         match spool.retry_now(key).await {
             Ok(()) => changed += 1,
             // Other copies of a fanned-out message may still want it.
-            Err(e @ spool::ChangeError::Delivered(_)) => refused = Some(e),
+            Err(e @ ChangeError::Delivered(_)) => refused = Some(e),
             Err(e) => return Err(refusal(e)),
         }
     }
@@ -138,7 +139,7 @@ pub async fn retry(spool: &spool::Spool, id: &str) -> Answer {
 }
 
 /// Deletes `id` (every copy of a bare id) wherever it is. Logged.
-pub async fn delete(spool: &spool::Spool, id: &str) -> Answer {
+pub async fn delete<S: Storage>(spool: &S, id: &str) -> Answer {
     let keys = operator_keys(spool, id).await?;
     for key in &keys {
         let state = spool.delete(*key).await.map_err(refusal)?;
@@ -148,39 +149,29 @@ pub async fn delete(spool: &spool::Spool, id: &str) -> Answer {
 }
 
 /// Deletes every dead message. Logged.
-pub async fn purge_dead(spool: &spool::Spool) -> Answer {
-    let s = spool.clone();
-    match tokio::task::spawn_blocking(move || s.purge_dead()).await {
-        Ok(Ok(n)) => {
+pub async fn purge_dead<S: Storage>(spool: &S) -> Answer {
+    match spool.purge_dead().await {
+        Ok(n) => {
             tracing::info!(removed = n, "operator: dead messages purged");
             Ok(format!("purged {n}"))
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "operator: purging dead/ failed");
             Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("purge failed: {e}"),
             ))
         }
-        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "purge failed".into())),
     }
 }
 
-/// The keys `id` names in `spool` (see [`cli::keys_of`]), or why there are none.
-async fn operator_keys(
-    spool: &spool::Spool,
-    id: &str,
-) -> Result<Vec<spool::Key>, (StatusCode, String)> {
-    if let Err(e) = id.parse::<spool::Key>() {
-        return Err((StatusCode::BAD_REQUEST, e.to_string()));
-    }
-    let dir = spool.dir().to_path_buf();
-    let lookup = id.to_owned();
-    let keys = tokio::task::spawn_blocking(move || cli::keys_of(&dir, &lookup))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+/// The keys `id` names in `spool` ([`Storage::copies`]), or why there are none.
+async fn operator_keys<S: Storage>(spool: &S, id: &str) -> Result<Vec<Key>, (StatusCode, String)> {
+    let key = match id.parse::<Key>() {
+        Ok(key) => key,
+        Err(e) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    let keys = spool.copies(key).await.unwrap_or_default();
     if keys.is_empty() {
         return Err(not_found(id));
     }
@@ -191,8 +182,8 @@ fn not_found(id: &str) -> (StatusCode, String) {
     (StatusCode::NOT_FOUND, format!("no message {id}"))
 }
 
-fn refusal(e: spool::ChangeError) -> (StatusCode, String) {
-    use spool::ChangeError as E;
+fn refusal(e: ChangeError) -> (StatusCode, String) {
+    use ChangeError as E;
     let status = match e {
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::Delivered(_) | E::InFlight(_) => StatusCode::CONFLICT,

@@ -65,7 +65,7 @@ pub async fn send(client: &reqwest::Client, request: Request) -> Sent {
         .and_then(|v| retry::parse_retry_after(v.as_bytes(), SystemTime::now()));
     let mut excerpt = Vec::new();
     // Read only what the record keeps; the rest of the body is dropped with the connection.
-    while excerpt.len() < spool::EXCERPT_BYTES {
+    while excerpt.len() < storage::EXCERPT_BYTES {
         match response.chunk().await {
             Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
             Ok(None) | Err(_) => break,
@@ -76,7 +76,7 @@ pub async fn send(client: &reqwest::Client, request: Request) -> Sent {
         status: Some(status),
         error: None,
         retry_after,
-        excerpt: spool::excerpt(&excerpt),
+        excerpt: storage::excerpt(&excerpt),
     }
 }
 

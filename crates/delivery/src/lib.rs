@@ -1,6 +1,6 @@
-//! The delivery loop both daemons run over their spool: claim what is due, send it, and record
+//! The delivery loop both daemons run over their storage: claim what is due, send it, and record
 //! the outcome (delivered, retry later, dead), with bounded concurrency overall and per
-//! destination.
+//! destination. It works with any [`Storage`] backend, through the seam alone.
 //!
 //! What a message is and where it goes is the daemon's business, behind [`Courier`]: whimp
 //! forwards to a route's backend, whomp sends the stored request after a fresh pre-flight. This
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use retry::{Decision, Policy};
-use spool::{now_ms, Attempt, Claim, Outcome, Spool};
+use storage::{now_ms, Attempt, Claimed, Key, Outcome, Storage};
 use tokio::sync::mpsc;
 
 /// A message ready to be attempted.
@@ -68,9 +68,9 @@ pub struct Sent {
 pub trait Courier: Send + Sync + 'static {
     type Payload: Send + 'static;
 
-    /// Works out where and how a claimed message goes, from its file's bytes. Runs on an async
-    /// worker, so it must be quick (a parse, no I/O); must not panic on any bytes.
-    fn prepare(&self, claim: &Claim, file: Vec<u8>) -> Result<Ready<Self::Payload>, Refused>;
+    /// Works out where and how the claimed message `key` goes, from its stored bytes. Runs on
+    /// an async worker, so it must be quick (a parse, no I/O); must not panic on any bytes.
+    fn prepare(&self, key: Key, file: Vec<u8>) -> Result<Ready<Self::Payload>, Refused>;
 
     /// Makes one attempt, or refuses it at the last moment without connecting (whomp's
     /// pre-flight of the resolved addresses); a refusal without a policy of its own is decided
@@ -122,10 +122,10 @@ pub struct Limits {
 }
 
 /// What the loop reacts to.
-enum Event<P> {
+enum Event<P, K> {
     /// A claimed message was read and prepared (or refused).
     Prepared {
-        claim: Claim,
+        claim: K,
         prepared: Result<Ready<P>, Refused>,
         /// A destination slot was already reserved for it (it came from a wait queue).
         reserved: Option<Arc<str>>,
@@ -133,19 +133,19 @@ enum Event<P> {
     /// An attempt's request is over (answered, failed or timed out): its destination slot is
     /// free, while recording the outcome still holds the message's place in `concurrency`.
     Sent { destination: Arc<str> },
-    /// An attempt (or a refusal) was recorded in the spool.
+    /// An attempt (or a refusal) was recorded in storage.
     AttemptDone,
 }
 
 /// Runs delivery until `shutdown` resolves, then drains within `limits.grace`.
-pub async fn run<C: Courier>(
-    spool: Spool,
+pub async fn run<C: Courier, S: Storage>(
+    spool: S,
     courier: Arc<C>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event<C::Payload>>();
-    let mut state = State {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event<C::Payload, S::Claim>>();
+    let mut state = State::<S::Claim> {
         active: 0,
         in_flight: HashMap::new(),
         waiting: HashMap::new(),
@@ -156,7 +156,7 @@ pub async fn run<C: Courier>(
     loop {
         // Claim as much due work as there is room for.
         if state.active < concurrency {
-            for claim in spool.claim_due(now_ms(), concurrency - state.active) {
+            for claim in spool.claim_due(now_ms(), concurrency - state.active).await {
                 state.active += 1;
                 prepare(&spool, &courier, &tx, claim, None);
             }
@@ -232,7 +232,7 @@ pub async fn run<C: Courier>(
     // Drain: parked messages go back to the spool untouched; in-flight ones get the grace period.
     for (_, queue) in state.waiting.drain() {
         for claim in queue {
-            spool.release(claim);
+            spool.release(claim).await;
         }
     }
     let deadline = Instant::now() + limits.grace;
@@ -242,7 +242,7 @@ pub async fn run<C: Courier>(
             Ok(Some(Event::Sent { .. })) => {}
             Ok(Some(Event::Prepared { claim, .. })) => {
                 state.active -= 1;
-                spool.release(claim);
+                spool.release(claim).await;
             }
             Ok(None) => break,
             Err(_) => {
@@ -256,16 +256,16 @@ pub async fn run<C: Courier>(
     }
 }
 
-struct State {
+struct State<K> {
     /// Messages being prepared or attempted.
     active: usize,
     /// Attempts in flight (or slots reserved) per destination.
     in_flight: HashMap<Arc<str>, usize>,
     /// Claimed messages waiting for a slot at their destination.
-    waiting: HashMap<Arc<str>, VecDeque<Claim>>,
+    waiting: HashMap<Arc<str>, VecDeque<K>>,
 }
 
-impl State {
+impl<K: Claimed> State<K> {
     fn release_slot(&mut self, destination: &Arc<str>) {
         if let Some(count) = self.in_flight.get_mut(destination) {
             *count = count.saturating_sub(1);
@@ -276,11 +276,11 @@ impl State {
     }
 
     /// Starts parked messages whose destination has a free slot, while there is room.
-    fn start_waiting<C: Courier>(
+    fn start_waiting<C: Courier, S: Storage<Claim = K>>(
         &mut self,
-        spool: &Spool,
+        spool: &S,
         courier: &Arc<C>,
-        tx: &mpsc::UnboundedSender<Event<C::Payload>>,
+        tx: &mpsc::UnboundedSender<Event<C::Payload, K>>,
         concurrency: usize,
         per_destination: usize,
     ) {
@@ -311,11 +311,11 @@ impl State {
     }
 }
 
-fn prepare<C: Courier>(
-    spool: &Spool,
+fn prepare<C: Courier, S: Storage>(
+    spool: &S,
     courier: &Arc<C>,
-    tx: &mpsc::UnboundedSender<Event<C::Payload>>,
-    claim: Claim,
+    tx: &mpsc::UnboundedSender<Event<C::Payload, S::Claim>>,
+    claim: S::Claim,
     reserved: Option<Arc<str>>,
 ) {
     let (spool, courier, tx) = (spool.clone(), courier.clone(), tx.clone());
@@ -323,11 +323,11 @@ fn prepare<C: Courier>(
     // per attempt of a backlog) and a page-cache read of a few KiB costs less than the two
     // thread switches a hand-off adds (BENCHMARKS.md, "What changed").
     tokio::spawn(async move {
-        let prepared = match spool.read(&claim) {
-            Ok(bytes) => courier.prepare(&claim, bytes),
+        let prepared = match spool.read(&claim).await {
+            Ok(bytes) => courier.prepare(claim.key(), bytes),
             Err(e) => Err(Refused {
                 target: String::new(),
-                error: format!("cannot read {}: {e}", spool.path(&claim).display()),
+                error: e.to_string(),
                 permanent: false,
                 policy: None,
             }),
@@ -340,11 +340,11 @@ fn prepare<C: Courier>(
     });
 }
 
-fn attempt<C: Courier>(
-    spool: &Spool,
+fn attempt<C: Courier, S: Storage>(
+    spool: &S,
     courier: &Arc<C>,
-    tx: &mpsc::UnboundedSender<Event<C::Payload>>,
-    claim: Claim,
+    tx: &mpsc::UnboundedSender<Event<C::Payload, S::Claim>>,
+    claim: S::Claim,
     ready: Ready<C::Payload>,
 ) {
     let (spool, courier, tx) = (spool.clone(), courier.clone(), tx.clone());
@@ -401,11 +401,11 @@ fn attempt<C: Courier>(
     });
 }
 
-fn record_refusal<C: Courier>(
-    spool: &Spool,
+fn record_refusal<C: Courier, S: Storage>(
+    spool: &S,
     courier: &Arc<C>,
-    tx: &mpsc::UnboundedSender<Event<C::Payload>>,
-    claim: Claim,
+    tx: &mpsc::UnboundedSender<Event<C::Payload, S::Claim>>,
+    claim: S::Claim,
     refused: Refused,
 ) {
     let (spool, courier, tx) = (spool.clone(), courier.clone(), tx.clone());
@@ -426,7 +426,7 @@ fn record_refusal<C: Courier>(
 }
 
 /// What a refusal comes to: dead if permanent, else a retry by its policy (or `fallback`).
-fn settle(refused: Refused, claim: &Claim, fallback: Option<&Arc<Policy>>) -> Finished {
+fn settle(refused: Refused, claim: &impl Claimed, fallback: Option<&Arc<Policy>>) -> Finished {
     match (refused.policy.as_ref().or(fallback), refused.permanent) {
         (Some(policy), false) => decide(policy, claim, None, None),
         (None, false) => Finished::Retry {
@@ -441,12 +441,12 @@ fn settle(refused: Refused, claim: &Claim, fallback: Option<&Arc<Policy>>) -> Fi
 
 fn decide(
     policy: &Policy,
-    claim: &Claim,
+    claim: &impl Claimed,
     status: Option<u16>,
     retry_after: Option<Duration>,
 ) -> Finished {
-    let attempts = claim.attempts + 1;
-    let age = Duration::from_millis(now_ms().saturating_sub(claim.since_ms));
+    let attempts = claim.attempts() + 1;
+    let age = Duration::from_millis(now_ms().saturating_sub(claim.since_ms()));
     match policy.decide(attempts, age, status, retry_after) {
         Decision::RetryAfter(delay) => Finished::Retry {
             due_ms: now_ms() + delay.as_millis() as u64,
@@ -460,14 +460,14 @@ fn decide(
 /// Records an attempt and logs its one line: the message, its destination (whimp's `route/n`,
 /// whomp's `host:port`; empty when it was refused before one was known) and the target's
 /// origin, never a whole URL.
-async fn conclude(
-    spool: &Spool,
-    claim: Claim,
+async fn conclude<S: Storage>(
+    spool: &S,
+    claim: S::Claim,
     reach: Reach<'_>,
     attempt: &Attempt,
     finished: Finished,
 ) {
-    let key = claim.key;
+    let key = claim.key();
     let destination = reach.destination().unwrap_or("");
     let outcome = match &finished {
         Finished::Delivered => Outcome::Delivered,

@@ -1,6 +1,7 @@
 //! The delivery loop against a scripted courier: no network, real spool on disk.
 
 use super::*;
+use spool::Spool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -21,7 +22,7 @@ struct Script {
 impl Courier for Script {
     type Payload = (String, u16);
 
-    fn prepare(&self, _claim: &Claim, file: Vec<u8>) -> Result<Ready<(String, u16)>, Refused> {
+    fn prepare(&self, _key: Key, file: Vec<u8>) -> Result<Ready<(String, u16)>, Refused> {
         let text = String::from_utf8(file).unwrap();
         let (dest, status) = text.split_once(' ').unwrap();
         if dest == "broken" {
@@ -155,7 +156,7 @@ impl Check {
     }
 
     fn state(&self, key: spool::Key) -> spool::State {
-        self.spool.status(key).unwrap().state
+        self.spool.locate(key).unwrap().state
     }
 
     /// Stops the loop and waits for its drain; the spool directory lives on in the result.
@@ -227,12 +228,12 @@ async fn failures_retry_then_die_and_410_dies_at_once() {
     })
     .await;
     assert_eq!(
-        c.spool.attempts(flaky).len(),
+        c.spool.history(flaky).len(),
         3,
         "max_attempts attempts, then dead"
     );
-    assert_eq!(c.spool.attempts(gone).len(), 1, "410 gives up at once");
-    let refused = c.spool.attempts(broken);
+    assert_eq!(c.spool.history(gone).len(), 1, "410 gives up at once");
+    let refused = c.spool.history(broken);
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].error.as_deref(), Some("route gone"));
     let observed = c.script.observed.lock().unwrap().clone();
@@ -265,7 +266,7 @@ async fn a_refusal_at_send_is_retried_by_the_ready_policy_and_frees_its_slot() {
     })
     .await;
     for key in &keys {
-        let attempts = c.spool.attempts(*key);
+        let attempts = c.spool.history(*key);
         assert_eq!(
             attempts.len(),
             2,
@@ -301,7 +302,7 @@ async fn shutdown_leaves_unfinished_work_queued() {
     });
     let _dir = c.stop().await;
     assert_eq!(
-        spool.status(stuck).unwrap().state,
+        spool.locate(stuck).unwrap().state,
         spool::State::Delivered,
         "in-flight work finishes in the grace period"
     );

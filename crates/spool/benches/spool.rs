@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spool::{Options, Spool};
+use storage::Storage;
 
 /// Counts live heap bytes so the index cost is measured, not guessed.
 struct Counting;

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{Folder, Health, FILE_MODE};
+use crate::health::Health;
+use crate::{Folder, FILE_MODE};
 
 /// One change to make durable.
 pub(crate) enum Op {

@@ -1,10 +1,18 @@
 //! The maildir spool both daemons keep their messages in: the reason nothing acknowledged is lost.
+//! It is the first backend of the storage seam (`storage::Storage`, implemented in `seam`, and
+//! `storage::Records` as [`DirRecords`]).
 //!
 //! A message is one file, its content the HTTP request in `message/http` form, its name its key
-//! and retry state (see [`name`]). The folders under the spool directory are the states:
-//! `tmp/` (being written), `new/` (queued), `cur/` (retrying), `done/` (delivered, kept for a
-//! retention period) and `dead/` (given up on), plus `attempts/` (the attempt log, see
-//! [`Spool::finish`]) and a `lock` file that keeps a second daemon out.
+//! and retry state (see [`name`]). The folders under the spool directory are the states
+//! ([`Folder`] names them all): `tmp/` (being written), `new/` (queued), `cur/` (retrying),
+//! `done/` (delivered, kept for a retention period) and `dead/` (given up on), plus `attempts/`
+//! (the attempt log, `attempts`), `records/` (small records, `records`) and a `lock` file that
+//! keeps a second daemon out.
+//!
+//! Beside this file, which holds the spool's life (open, enqueue, claim, finish, status): the
+//! schedule in memory (`index`), the committer that flushes in groups (`commit`), opening and
+//! rebuilding (`rebuild`), readiness (`health`), an operator's changes (`operator`), pruning
+//! and purging (`prune`), and the lock-free views the CLI reads ([`offline`]).
 //!
 //! [`Spool::enqueue`] returns only once the file and its directory entry are durable (the
 //! committer groups concurrent writers into one flush, see [`commit`]); every later state change
@@ -15,34 +23,40 @@
 //! Webhook bodies are private: the spool's folders are `0750` and message files `0640`, set
 //! explicitly rather than left to the umask.
 
+mod attempts;
 mod commit;
 mod folder;
+mod health;
 mod index;
 pub mod name;
+mod operator;
+mod prune;
+mod rebuild;
 mod records;
 mod seam;
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use ulid::Ulid;
 
+use attempts::read_attempts;
 use commit::{Committer, Job, Op};
 pub use folder::Folder;
-use index::{Entry, Index, Place};
+use health::Health;
+use index::{Index, Place};
 pub use name::CurName;
+use rebuild::{queued_entry, rebuild, take_lock};
 pub use records::DirRecords;
 pub use storage::{
-    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Outcome, RequeueError, State,
-    Unavailable, EXCERPT_BYTES,
+    excerpt, now_ms, Attempt, BadKey, ChangeError, Counts, Key, Listed, Outcome, RequeueError,
+    State, Status, Unavailable, EXCERPT_BYTES,
 };
 
 /// How a spool is run.
@@ -82,17 +96,6 @@ pub struct Claim {
     pub since_ms: u64,
     due_ms: u64,
     place: Place,
-}
-
-/// Where a message stands, for the status API and `spool show`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    pub key: Key,
-    pub state: State,
-    pub attempts: u32,
-    /// ms since the epoch; only while queued or retrying.
-    pub next_attempt_ms: Option<u64>,
-    pub path: PathBuf,
 }
 
 /// Why the spool could not be opened.
@@ -140,65 +143,14 @@ impl From<MoveError> for ChangeError {
     }
 }
 
-/// Whether the spool can currently store messages; read by `/readyz` without I/O.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    failing: AtomicBool,
-    reason: Mutex<Option<String>>,
-    /// Test hook: this many coming data flushes fail with EIO.
-    fail_syncs: AtomicUsize,
-    /// Test hook: this many coming directory flushes fail with EIO.
-    fail_dir_syncs: AtomicUsize,
-}
-
-impl Health {
-    fn failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
-    }
-
-    fn set_unhealthy(&self, reason: String) {
-        tracing::error!(%reason, "spool cannot write; refusing messages until a write (or the spool's own probe) succeeds");
-        *lock(&self.reason) = Some(reason);
-        self.failing.store(true, Ordering::Release);
-    }
-
-    fn set_healthy(&self) {
-        if self.failing.swap(false, Ordering::AcqRel) {
-            tracing::warn!("spool writes succeed again");
-            *lock(&self.reason) = None;
-        }
-    }
-
-    fn injected_failure(&self) -> io::Result<()> {
-        take_one(&self.fail_syncs)
-    }
-
-    fn injected_dir_failure(&self) -> io::Result<()> {
-        take_one(&self.fail_dir_syncs)
-    }
-}
-
-/// Fails (EIO) if `counter` is above zero, counting it down.
-fn take_one(counter: &AtomicUsize) -> io::Result<()> {
-    let pending = counter.load(Ordering::Relaxed);
-    if pending > 0
-        && counter
-            .compare_exchange(pending, pending - 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    {
-        return Err(io::Error::from_raw_os_error(5)); // EIO, as a dying disk reports it
-    }
-    Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of our short critical sections leaves plain data behind.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The due time of a message in `new/`: the start of time, so it sorts before everything and is
 /// handed out at the next claim.
-const DUE_AT_ONCE: u64 = 0;
+pub(crate) const DUE_AT_ONCE: u64 = 0;
 
 /// An open, locked spool directory. Cheap to clone; all clones share one schedule.
 #[derive(Clone)]
@@ -217,7 +169,8 @@ impl std::fmt::Debug for Spool {
 struct Inner {
     root: PathBuf,
     index: Mutex<Index>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The committer's queue; the committer stops when the last clone of the spool is gone.
+    jobs: mpsc::Sender<Job>,
     health: Arc<Health>,
     fsync: bool,
     /// Woken when something new becomes due (enqueue, re-queue, release).
@@ -276,7 +229,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 root: dir.to_path_buf(),
                 index: Mutex::new(index),
-                jobs: Mutex::new(Some(tx)),
+                jobs: tx,
                 health,
                 fsync: options.fsync,
                 wake: Notify::new(),
@@ -304,7 +257,7 @@ impl Spool {
     /// Stores `content` durably as message `id` with `copies` deliverable copies (1 = a single
     /// target; more = fan-out, keys `id.1`..`id.N`). Returns once the file and its entries in
     /// `new/` are durable; on error nothing was kept.
-    pub async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         id: Ulid,
         copies: u8,
@@ -390,10 +343,8 @@ impl Spool {
             });
         }
         let (reply, answer) = oneshot::channel();
-        let sent = match lock(&self.inner.jobs).as_ref() {
-            Some(jobs) => jobs.send(Job { op, reply }).is_ok(),
-            None => false,
-        };
+        let sent = self.inner.jobs.send(Job { op, reply }).is_ok();
+        // Only if the committer's thread died.
         let gone = || commit::Failure {
             error: io::Error::other("spool is closed"),
             step: "commit",
@@ -406,7 +357,7 @@ impl Spool {
     }
 
     /// Claims up to `max` messages due at `now_ms`, oldest first.
-    pub fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+    pub(crate) fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
         lock(&self.inner.index)
             .claim_due(now_ms, max)
             .into_iter()
@@ -421,12 +372,12 @@ impl Spool {
     }
 
     /// When the next unclaimed message is due (ms since the epoch), if any is queued.
-    pub fn next_due_ms(&self) -> Option<u64> {
+    pub(crate) fn next_due_ms(&self) -> Option<u64> {
         lock(&self.inner.index).next_due_ms()
     }
 
     /// Resolves when a message may have become due earlier than [`Spool::next_due_ms`] said.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.inner.wake.notified().await
     }
 
@@ -436,12 +387,12 @@ impl Spool {
     }
 
     /// Reads a claimed message's file.
-    pub fn read(&self, claim: &Claim) -> io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, claim: &Claim) -> io::Result<Vec<u8>> {
         fs::read(self.path(claim))
     }
 
     /// Gives a claim back untouched (e.g. at shutdown, or when its destination is busy).
-    pub fn release(&self, claim: Claim) {
+    pub(crate) fn release(&self, claim: Claim) {
         lock(&self.inner.index).reschedule(
             claim.key,
             claim.place,
@@ -459,7 +410,7 @@ impl Spool {
     /// crash of the process loses nothing (the kernel has the rename); a power loss within
     /// that flush's few milliseconds can roll the message back to where it was, and the attempt
     /// is made again — a duplicate, never a loss (see ARCHITECTURE.md, "Invariants").
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         claim: Claim,
         attempt: Option<&Attempt>,
@@ -488,22 +439,7 @@ impl Spool {
         // same second, not a file of its own: a new inode and directory entry per message
         // was a third of a delivery's file-system work (BENCHMARKS.md, "What changed").
         if let Some(attempt) = attempt {
-            let mut line = serde_json::to_vec(&LogLine {
-                key: claim.key,
-                attempt,
-            })
-            .unwrap_or_default();
-            line.push(b'\n');
-            // One write() with O_APPEND: concurrent appenders never interleave within a line.
-            let appended = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(FILE_MODE)
-                .open(attempt_log(&self.inner.root, &claim.key))
-                .and_then(|mut f| f.write_all(&line));
-            if let Err(e) = appended {
-                tracing::warn!(key = %claim.key, error = %e, "could not record attempt history");
-            }
+            attempts::append(&self.inner.root, claim.key, attempt);
         }
         let root = &self.inner.root;
         let result = if from == to {
@@ -549,182 +485,51 @@ impl Spool {
         let bits = folders.iter().fold(0, |bits, f| bits | f.bit());
         let before = self.inner.dirty.fetch_or(bits, Ordering::AcqRel);
         if before & bits != bits {
-            if let Some(jobs) = lock(&self.inner.jobs).as_ref() {
-                let (reply, _) = oneshot::channel();
-                let _ = jobs.send(Job {
-                    op: Op::Flush,
-                    reply,
-                });
-            }
+            let (reply, _) = oneshot::channel();
+            let _ = self.inner.jobs.send(Job {
+                op: Op::Flush,
+                reply,
+            });
         }
     }
 
     /// Returns once every state change made so far is durable (the committer has flushed the
-    /// folders it touched). For tests and shutdown; deliveries never wait for it.
-    pub async fn sync(&self) -> io::Result<()> {
+    /// folders it touched). An operator's delete waits for it; deliveries never do.
+    pub(crate) async fn sync(&self) -> io::Result<()> {
         if !self.inner.fsync {
             return Ok(());
         }
         self.submit(Op::Flush).await.map_err(|f| f.error)
     }
 
-    /// Moves a dead message back to the queue with a fresh retry budget, due now.
-    pub async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
-        let name = key.to_string();
-        if !Folder::Dead.path(&self.inner.root).join(&name).exists() {
-            return Err(RequeueError::NotDead(key));
-        }
-        let now = now_ms();
-        let to = CurName {
-            key,
-            attempts: 0,
-            due_ms: now,
-            since_ms: now,
-        };
-        let moved = self
-            .submit(Op::Move {
-                from: (Folder::Dead, name),
-                to: (Folder::Cur, to.to_string()),
-            })
-            .await;
-        // Renamed but not flushed is still queued: schedule it, and report the failure.
-        if moved.as_ref().map_or_else(|f| f.renamed, |()| true) {
-            lock(&self.inner.index).insert(key, retrying_entry(&to));
-            self.inner.wake.notify_one();
-        }
-        moved.map_err(|f| {
-            RequeueError::Unavailable(Unavailable::new(MoveError {
-                key,
-                dir: self.inner.root.clone(),
-                step: f.step,
-                source: f.error,
-            }))
-        })
-    }
-
-    /// Has `key` attempted as soon as possible, for an operator: a dead message is re-queued
-    /// ([`Spool::requeue`]); a retrying one is made due now, keeping its attempt count and
-    /// retry budget; a queued one is due already. (The rename within `cur/` is flushed with the
-    /// next group: lost to a power cut, the message is merely due at its old time.)
-    pub async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
-        if Folder::Dead
-            .path(&self.inner.root)
-            .join(key.to_string())
-            .exists()
-        {
-            return self.requeue(key).await.map_err(|e| match e {
-                // Gone from dead/ since we looked: deleted or re-queued by someone else.
-                RequeueError::NotDead(key) => ChangeError::NotFound(key),
-                RequeueError::Unavailable(e) => ChangeError::Unavailable(e),
-            });
-        }
-        let claim = self.claim_for_operator(key)?;
-        if claim.place == Place::New {
-            self.release(claim);
-            return Ok(());
-        }
-        self.finish(claim, None, Outcome::Retry { due_ms: now_ms() })
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes one message (one copy of a fanned-out one) wherever it is, for an operator, and
-    /// returns the state it was in. Refused while it is being attempted. Flushed before it
-    /// returns.
-    pub async fn delete(&self, key: Key) -> Result<State, ChangeError> {
-        let root = self.inner.root.clone();
-        let fail = |source| MoveError {
-            key,
-            dir: root.clone(),
-            step: "unlink",
-            source,
-        };
-        let mut removed = None;
-        for (folder, state) in [
-            (Folder::Dead, State::Dead),
-            (Folder::Done, State::Delivered),
-        ] {
-            match fs::remove_file(root.join(folder.name()).join(key.to_string())) {
-                Ok(()) => {
-                    removed = Some((folder, state));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(fail(e).into()),
-            }
-        }
-        let (folder, state) = match removed {
-            Some(found) => found,
-            None => {
-                let claim = self.claim_for_operator(key).map_err(|e| match e {
-                    ChangeError::Delivered(key) => ChangeError::NotFound(key),
-                    e => e,
-                })?;
-                if let Err(e) = fs::remove_file(self.path(&claim)) {
-                    self.release(claim);
-                    return Err(fail(e).into());
-                }
-                lock(&self.inner.index).remove(&key);
-                let state = match claim.place {
-                    Place::New => State::Queued,
-                    Place::Cur => State::Retrying,
-                };
-                (folder_of(claim.place), state)
-            }
-        };
-        if self.inner.fsync {
-            self.flush_later(&[folder]);
-            self.sync().await.map_err(fail)?;
-        }
-        Ok(state)
-    }
-
-    /// Takes a queued `key` off the schedule, as a claim, for an operator's change to it.
-    fn claim_for_operator(&self, key: Key) -> Result<Claim, ChangeError> {
-        let mut index = lock(&self.inner.index);
-        if let Some(e) = index.claim(&key) {
-            return Ok(Claim {
-                key,
-                attempts: e.attempts,
-                since_ms: e.since_ms,
-                due_ms: e.due_ms,
-                place: e.place,
-            });
-        }
-        if index.get(&key).is_some() {
-            return Err(ChangeError::InFlight(key));
-        }
-        drop(index);
-        if Folder::Done
-            .path(&self.inner.root)
-            .join(key.to_string())
-            .exists()
-        {
-            return Err(ChangeError::Delivered(key));
-        }
-        Err(ChangeError::NotFound(key))
-    }
-
     /// Where `key` stands, or `None` if the spool never had it (or it was pruned).
-    pub fn status(&self, key: Key) -> Option<Status> {
+    pub fn locate(&self, key: Key) -> Option<Status> {
+        self.locate_file(key).map(|(status, _)| status)
+    }
+
+    /// Where `key` stands and where its file is.
+    pub(crate) fn locate_file(&self, key: Key) -> Option<(Status, PathBuf)> {
         let queued = lock(&self.inner.index).get(&key);
         if let Some(e) = queued {
             let (state, path) = match e.place {
-                Place::New => (State::Queued, format!("new/{key}")),
+                Place::New => (
+                    State::Queued,
+                    Folder::New.path(&self.inner.root).join(key.to_string()),
+                ),
                 Place::Cur => (
                     State::Retrying,
-                    format!(
-                        "cur/{}",
+                    Folder::Cur.path(&self.inner.root).join(
                         CurName {
                             key,
                             attempts: e.attempts,
                             due_ms: e.due_ms,
-                            since_ms: e.since_ms
+                            since_ms: e.since_ms,
                         }
+                        .to_string(),
                     ),
                 ),
             };
-            return Some(Status {
+            let status = Status {
                 key,
                 state,
                 attempts: e.attempts,
@@ -733,19 +538,19 @@ impl Spool {
                 } else {
                     e.due_ms
                 }),
-                path: self.inner.root.join(path),
-            });
+            };
+            return Some((status, path));
         }
         finished_status(&self.inner.root, key)
     }
 
     /// The recorded attempts of `key`, oldest first.
-    pub fn attempts(&self, key: Key) -> Vec<Attempt> {
+    pub fn history(&self, key: Key) -> Vec<Attempt> {
         read_attempts(&self.inner.root, key)
     }
 
     /// Message counts by state, from memory (no I/O).
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         let (queued, retrying, _claimed) = lock(&self.inner.index).counts();
         let [new, cur] = self
             .inner
@@ -763,7 +568,7 @@ impl Spool {
 
     /// Marks an attempt of `claim` as in flight, for [`Spool::counts`], until the guard drops.
     /// A deliverer holds it while the request is out, and drops it before [`Spool::finish`].
-    pub fn sending(&self, claim: &Claim) -> Sending {
+    pub(crate) fn sending(&self, claim: &Claim) -> Sending {
         let place = claim.place as usize;
         self.inner.sending[place].fetch_add(1, Ordering::AcqRel);
         Sending {
@@ -774,62 +579,18 @@ impl Spool {
 
     /// How long the oldest message still to deliver has been waiting, if any (no I/O; a scan of
     /// the in-memory schedule).
-    pub fn oldest_age(&self) -> Option<Duration> {
+    pub(crate) fn oldest_age(&self) -> Option<Duration> {
         let oldest = lock(&self.inner.index).oldest_arrival_ms()?;
         Some(Duration::from_millis(now_ms().saturating_sub(oldest)))
     }
 
     /// `None` when the spool can store messages; otherwise why not. No I/O.
-    pub fn unhealthy_reason(&self) -> Option<String> {
+    pub(crate) fn unhealthy_reason(&self) -> Option<String> {
         if self.inner.health.failing() {
             Some(lock(&self.inner.health.reason).clone().unwrap_or_default())
         } else {
             None
         }
-    }
-
-    /// Deletes delivered messages finished longer than `retention` ago, and attempt logs
-    /// untouched as long whose messages are all gone (none queued, retrying or dead). Blocking;
-    /// run it off the async workers. Returns how many messages were removed.
-    pub fn prune_done(&self, retention: Duration) -> io::Result<usize> {
-        let cutoff = SystemTime::now()
-            .checked_sub(retention)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let removed = prune_done(&self.inner.root, cutoff)?;
-        // Logs still needed: those of every queued message (a snapshot: a message queued later
-        // arrived later, so its log is younger than the cutoff) and of every dead one.
-        let mut in_use: HashSet<u64> = lock(&self.inner.index)
-            .keys()
-            .map(|k| log_shard(&k))
-            .collect();
-        for entry in fs::read_dir(Folder::Dead.path(&self.inner.root))? {
-            let name = entry?.file_name();
-            if let Some(key) = name.to_str().and_then(|n| n.parse::<Key>().ok()) {
-                in_use.insert(log_shard(&key));
-            }
-        }
-        prune_logs(&self.inner.root, cutoff, &in_use)?;
-        Ok(removed)
-    }
-
-    /// Deletes every message in `dead/`. Returns how many. (Their attempt records go with
-    /// their log, at the next prune after `retention`.)
-    pub fn purge_dead(&self) -> io::Result<usize> {
-        purge_dead(&self.inner.root)
-    }
-
-    /// Makes later enqueues fail at their data flush, `n` times, as a failing disk would.
-    #[doc(hidden)]
-    pub fn inject_sync_failures(&self, n: usize) {
-        self.inner.health.fail_syncs.store(n, Ordering::SeqCst);
-    }
-
-    /// Makes the coming directory flushes fail, `n` times.
-    #[doc(hidden)]
-    pub fn inject_dir_sync_failures(&self, n: usize) {
-        self.inner.health.fail_dir_syncs.store(n, Ordering::SeqCst);
     }
 }
 
@@ -845,7 +606,7 @@ impl Drop for Sending {
     }
 }
 
-fn folder_of(place: Place) -> Folder {
+pub(crate) fn folder_of(place: Place) -> Folder {
     match place {
         Place::New => Folder::New,
         Place::Cur => Folder::Cur,
@@ -869,207 +630,23 @@ fn current_name(claim: &Claim) -> PathBuf {
     Path::new(folder_of(claim.place).name()).join(file_name(claim))
 }
 
-fn take_lock(dir: &Path) -> Result<File, OpenError> {
-    let path = dir.join("lock");
-    let io_err = |source| OpenError::Io {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(io_err)?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(OpenError::Locked {
-                dir: dir.to_path_buf(),
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid.into()
-                },
-            });
-        }
-        Err(e) => return Err(io_err(e.into())),
-    }
-    file.set_len(0).map_err(io_err)?;
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(io_err)?;
-    Ok(file)
-}
-
-/// The schedule entry of a message in `new/`: never attempted, due at once.
-fn queued_entry(key: &Key) -> Entry {
-    Entry {
-        attempts: 0,
-        place: Place::New,
-        claimed: false,
-        due_ms: DUE_AT_ONCE,
-        since_ms: key.arrived_ms(),
-    }
-}
-
-/// The schedule entry of a message in `cur/`, from its name.
-fn retrying_entry(cur: &CurName) -> Entry {
-    Entry {
-        attempts: cur.attempts,
-        place: Place::Cur,
-        claimed: false,
-        due_ms: cur.due_ms,
-        since_ms: cur.since_ms,
-    }
-}
-
-/// Builds the schedule from the names in `new/` and `cur/`. Unknown names are skipped with a
-/// warning (an operator may have dropped a file in by hand).
-fn rebuild(root: &Path) -> io::Result<Index> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(Folder::New.path(root))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        match name.to_str().and_then(|n| n.parse::<Key>().ok()) {
-            Some(key) => entries.push((key, queued_entry(&key))),
-            None => {
-                tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a message id")
-            }
-        }
-    }
-    for entry in fs::read_dir(Folder::Cur.path(root))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        match name.to_str().and_then(CurName::parse) {
-            Some(cur) => entries.push((cur.key, retrying_entry(&cur))),
-            None => {
-                tracing::warn!(file = ?entry.path(), "ignoring a file whose name is not a retry state")
-            }
-        }
-    }
-    // `new/` was listed first, so of a key in both folders the `new/` file is the one kept.
-    let (index, ignored) = Index::from_unsorted(entries);
-    for key in ignored {
-        tracing::warn!(%key, "ignoring a second file for a queued message");
-    }
-    Ok(index)
-}
-
-fn finished_status(root: &Path, key: Key) -> Option<Status> {
+fn finished_status(root: &Path, key: Key) -> Option<(Status, PathBuf)> {
     for (folder, state) in [
         (Folder::Done, State::Delivered),
         (Folder::Dead, State::Dead),
     ] {
         let path = folder.path(root).join(key.to_string());
         if path.exists() {
-            return Some(Status {
+            let status = Status {
                 key,
                 state,
                 attempts: read_attempts(root, key).len() as u32,
                 next_attempt_ms: None,
-                path,
-            });
+            };
+            return Some((status, path));
         }
     }
     None
-}
-
-/// How many leading characters of a ULID name an attempt log: its time in units of 1 024 ms
-/// (each character holds 5 bits; the first 10 hold the 48-bit milliseconds, two bits unused).
-const LOG_PREFIX: usize = 8;
-
-/// The log a key's attempts are appended to: `attempts/<first 8 characters of its ULID>.jsonl`,
-/// shared by the messages that arrived in the same ~1 s. Small enough to scan for one key's
-/// history (about 1.5 MB at 10 000 messages per second), few enough files to cost nothing.
-fn attempt_log(root: &Path, key: &Key) -> PathBuf {
-    let id = key.id().to_string();
-    Folder::Attempts
-        .path(root)
-        .join(format!("{}.jsonl", &id[..LOG_PREFIX]))
-}
-
-/// The shard of a key's log, as a number: its arrival time in units of 1 024 ms.
-fn log_shard(key: &Key) -> u64 {
-    key.arrived_ms() >> 10
-}
-
-/// One line of an attempt log: the key, then the attempt's fields.
-#[derive(Serialize)]
-struct LogLine<'a> {
-    key: Key,
-    #[serde(flatten)]
-    attempt: &'a Attempt,
-}
-
-fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
-    let Ok(file) = File::open(attempt_log(root, &key)) else {
-        return Vec::new();
-    };
-    // Lines start with the key, as `LogLine` writes them: compare before parsing.
-    let tag = format!("{{\"key\":\"{key}\",");
-    io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter(|line| line.starts_with(&tag))
-        // A line cut by a crash mid-append is skipped, not fatal.
-        // (An `Attempt` ignores the `key` field.)
-        .filter_map(|line| serde_json::from_str::<Attempt>(&line).ok())
-        .collect()
-}
-
-fn prune_done(root: &Path, cutoff: i64) -> io::Result<usize> {
-    use std::os::unix::fs::MetadataExt;
-    let mut removed = 0;
-    for entry in fs::read_dir(Folder::Done.path(root))? {
-        let entry = entry?;
-        // A rename sets ctime: it is the moment the message was finished.
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.ctime() < cutoff {
-            fs::remove_file(entry.path())?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// Deletes attempt logs last written before `cutoff` (seconds since the epoch) whose shard is
-/// not `in_use`.
-fn prune_logs(root: &Path, cutoff: i64, in_use: &HashSet<u64>) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for entry in fs::read_dir(Folder::Attempts.path(root))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else {
-            continue;
-        };
-        // The shard back from the name: pad the prefix to a whole ULID of that time.
-        let Ok(first) = format!("{prefix}{}", "0".repeat(26 - LOG_PREFIX)).parse::<Key>() else {
-            continue;
-        };
-        if in_use.contains(&log_shard(&first)) {
-            continue;
-        }
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.mtime() < cutoff {
-            fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-fn purge_dead(root: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in fs::read_dir(Folder::Dead.path(root))? {
-        let entry = entry?;
-        fs::remove_file(entry.path())?;
-        removed += 1;
-    }
-    Ok(removed)
 }
 
 pub mod offline;

@@ -14,7 +14,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{read_attempts, Attempt, CurName, Folder, Key, State};
+use crate::attempts::read_attempts;
+use crate::{Attempt, CurName, Folder, Key, Listed, State};
 
 /// The folders in the order messages move through them, `cur/` again last for re-queues.
 const FLOW: [Folder; 5] = [
@@ -34,17 +35,11 @@ pub struct Seen {
     name: String,
 }
 
-/// One message as `spool list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: Key,
-    pub state: State,
-    pub attempts: u32,
-    /// ms since the epoch; for queued and retrying messages.
-    pub next_attempt_ms: Option<u64>,
-    /// The last failed attempt's error, if the last attempt failed.
-    pub last_error: Option<String>,
-    pub path: PathBuf,
+impl Seen {
+    /// Where its file was when it was seen.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        self.folder.path(dir).join(&self.name)
+    }
 }
 
 /// Every message of the spool at `dir`, each once, in key (arrival) order; empty when `dir` is
@@ -97,12 +92,11 @@ pub fn describe(dir: &Path, seen: &Seen) -> Listed {
         attempts,
         next_attempt_ms: next,
         last_error: history.last().and_then(Attempt::failure),
-        path: seen.folder.path(dir).join(&seen.name),
     }
 }
 
-/// Finds one message by key, wherever it is.
-pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
+/// Finds one message by key, wherever it is, and where its file is.
+pub fn find(dir: &Path, key: Key) -> io::Result<Option<(Listed, PathBuf)>> {
     let name = key.to_string();
     let prefix = format!("{name},");
     for folder in FLOW {
@@ -119,7 +113,7 @@ pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
             folder.path(dir).join(&name).exists().then(|| name.clone())
         };
         if let Some(s) = found.and_then(|f| sighting(folder, f)) {
-            return Ok(Some(describe(dir, &s)));
+            return Ok(Some((describe(dir, &s), s.path(dir))));
         }
     }
     Ok(None)

@@ -3,7 +3,7 @@
 //! them today.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::time::Duration;
 
 use storage::{Claimed, Listed, Status, Storage};
@@ -85,34 +85,33 @@ impl Storage for Spool {
     }
 
     async fn status(&self, key: Key) -> Result<Option<Status>, Unavailable> {
-        Ok(Spool::status(self, key).map(|s| Status {
-            key: s.key,
-            state: s.state,
-            attempts: s.attempts,
-            next_attempt_ms: s.next_attempt_ms,
-        }))
+        Ok(self.locate(key))
     }
 
     async fn attempts(&self, key: Key) -> Result<Vec<Attempt>, Unavailable> {
-        Ok(Spool::attempts(self, key))
+        Ok(self.history(key))
     }
 
-    async fn message(&self, key: Key) -> Result<Option<Vec<u8>>, Unavailable> {
-        let Some(status) = Spool::status(self, key) else {
-            return Ok(None);
+    async fn message(&self, key: Key, limit: usize) -> Result<Option<Vec<u8>>, Unavailable> {
+        let read = |path: &std::path::Path| -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)?
+                .take(limit as u64)
+                .read_to_end(&mut bytes)?;
+            Ok(bytes)
         };
-        match std::fs::read(&status.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            // Moved on since its status was taken: look again, once.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match Spool::status(self, key).map(|s| std::fs::read(s.path)) {
-                    Some(Ok(bytes)) => Ok(Some(bytes)),
-                    Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => Err(Unavailable::new(e)),
-                    _ => Ok(None),
-                }
+        // A message may move on between its lookup and its read: look again, once.
+        for _ in 0..2 {
+            let Some((_, path)) = self.locate_file(key) else {
+                return Ok(None);
+            };
+            match read(&path) {
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Unavailable::new(e)),
             }
-            Err(e) => Err(Unavailable::new(e)),
         }
+        Ok(None)
     }
 
     async fn copies(&self, key: Key) -> Result<Vec<Key>, Unavailable> {
@@ -122,19 +121,7 @@ impl Storage for Spool {
     async fn list(&self) -> Result<Vec<Listed>, Unavailable> {
         let dir = self.dir();
         let seen = offline::snapshot(dir).map_err(Unavailable::new)?;
-        Ok(seen
-            .iter()
-            .map(|s| {
-                let l = offline::describe(dir, s);
-                Listed {
-                    key: l.key,
-                    state: l.state,
-                    attempts: l.attempts,
-                    next_attempt_ms: l.next_attempt_ms,
-                    last_error: l.last_error,
-                }
-            })
-            .collect())
+        Ok(seen.iter().map(|s| offline::describe(dir, s)).collect())
     }
 
     fn counts(&self) -> Counts {

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::AtomicBool;
 
 struct Check {
     _dir: tempfile::TempDir,
@@ -76,7 +77,7 @@ async fn enqueue_writes_the_file_into_new() {
             in_flight: 0
         }
     );
-    let status = c.spool.status(key).unwrap();
+    let status = c.spool.locate(key).unwrap();
     assert_eq!(status.state, State::Queued);
     assert_eq!(status.attempts, 0);
     assert!(c
@@ -142,7 +143,7 @@ async fn claim_read_retry_deliver() {
     assert_eq!(parsed.since_ms, key.arrived_ms());
     assert!(c.spool.claim_due(now_ms(), 10).is_empty(), "not due yet");
     assert_eq!(c.spool.next_due_ms(), Some(due.div_ceil(100) * 100));
-    let status = c.spool.status(key).unwrap();
+    let status = c.spool.locate(key).unwrap();
     assert_eq!((status.state, status.attempts), (State::Retrying, 1));
     assert_eq!(status.next_attempt_ms, Some(due));
 
@@ -160,9 +161,9 @@ async fn claim_read_retry_deliver() {
         .unwrap();
     assert!(c.names("cur").is_empty());
     assert_eq!(c.names("done"), vec![key.to_string()]);
-    let status = c.spool.status(key).unwrap();
+    let status = c.spool.locate(key).unwrap();
     assert_eq!((status.state, status.attempts), (State::Delivered, 2));
-    let history = c.spool.attempts(key);
+    let history = c.spool.history(key);
     assert_eq!(
         history.iter().map(|a| a.status).collect::<Vec<_>>(),
         vec![Some(503), Some(204)]
@@ -181,13 +182,13 @@ async fn dead_letter_and_requeue() {
         .await
         .unwrap();
     assert_eq!(c.names("dead"), vec![key.to_string()]);
-    assert_eq!(c.spool.status(key).unwrap().state, State::Dead);
-    let listed = offline::find(&c.root, key).unwrap().unwrap();
+    assert_eq!(c.spool.locate(key).unwrap().state, State::Dead);
+    let (listed, _) = offline::find(&c.root, key).unwrap().unwrap();
     assert_eq!(listed.last_error.as_deref(), Some("status 410"));
 
     c.spool.requeue(key).await.unwrap();
     assert!(c.names("dead").is_empty());
-    let status = c.spool.status(key).unwrap();
+    let status = c.spool.locate(key).unwrap();
     assert_eq!((status.state, status.attempts), (State::Retrying, 0));
     let claim = c
         .spool
@@ -256,10 +257,10 @@ async fn reopen_rebuilds_the_schedule_and_clears_tmp() {
             in_flight: 0
         }
     );
-    assert_eq!(c.spool.status(fresh).unwrap().state, State::Queued);
-    let r = c.spool.status(retrying).unwrap();
+    assert_eq!(c.spool.locate(fresh).unwrap().state, State::Queued);
+    let r = c.spool.locate(retrying).unwrap();
     assert_eq!((r.state, r.attempts), (State::Retrying, 1));
-    assert_eq!(c.spool.status(dead).unwrap().state, State::Dead);
+    assert_eq!(c.spool.locate(dead).unwrap().state, State::Dead);
     let due: Vec<Key> = c
         .spool
         .claim_due(now_ms(), 10)
@@ -369,7 +370,7 @@ async fn prune_and_purge() {
     assert_eq!(c.spool.prune_done(Duration::ZERO).unwrap(), 1);
     assert!(c.names("done").is_empty());
     assert_eq!(
-        c.spool.attempts(dead).len(),
+        c.spool.history(dead).len(),
         1,
         "a dead message's log stays while it is in dead/"
     );
@@ -381,7 +382,7 @@ async fn prune_and_purge() {
     // Nothing uses the logs any more: the next prune takes them.
     c.spool.prune_done(Duration::ZERO).unwrap();
     assert!(c.names("attempts").is_empty());
-    assert!(c.spool.status(delivered).is_none());
+    assert!(c.spool.locate(delivered).is_none());
 }
 
 #[tokio::test]
@@ -416,7 +417,7 @@ async fn offline_listing_shows_every_state() {
             (b, State::Retrying, 1, Some("timed out".to_owned())),
         ]
     );
-    let found = offline::find(&c.root, b).unwrap().unwrap();
+    let (found, _) = offline::find(&c.root, b).unwrap().unwrap();
     assert_eq!(found.next_attempt_ms, Some(42));
     assert_eq!(offline::attempts(&c.root, b).len(), 1);
 }
@@ -497,7 +498,7 @@ async fn messages_of_one_second_share_a_log_and_read_back_only_their_own() {
         }
     }
     let statuses =
-        |key| -> Vec<Option<u16>> { c.spool.attempts(key).iter().map(|a| a.status).collect() };
+        |key| -> Vec<Option<u16>> { c.spool.history(key).iter().map(|a| a.status).collect() };
     assert_eq!(statuses(copies[0]), vec![Some(500), Some(501)]);
     assert_eq!(statuses(copies[1]), vec![Some(510), Some(511)]);
     assert_eq!(statuses(other), vec![Some(500), Some(501)]);
@@ -506,7 +507,7 @@ async fn messages_of_one_second_share_a_log_and_read_back_only_their_own() {
         "copy 0 of a fan-out never existed"
     );
     assert!(c.names("attempts").len() <= 2);
-    assert_eq!(c.spool.status(copies[1]).map(|s| s.attempts), Some(2));
+    assert_eq!(c.spool.locate(copies[1]).map(|s| s.attempts), Some(2));
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use spool::{now_ms, CurName, Key, Options, Outcome, Spool};
+use storage::Storage;
 
 fn main() {
     if let Ok(dir) = std::env::var("SPOOL_CRASH_CHILD") {
@@ -79,14 +80,14 @@ fn child(dir: &Path, mode: &str) {
                 tasks.push(tokio::spawn(async move {
                     let mut n = worker;
                     loop {
-                        let claims = spool.claim_due(now_ms() + 200, 4);
+                        let claims = spool.claim_due(now_ms() + 200, 4).await;
                         if claims.is_empty() {
                             tokio::task::yield_now().await;
                             continue;
                         }
                         for claim in claims {
                             let key = claim.key;
-                            if spool.read(&claim).unwrap() != content(key) {
+                            if spool.read(&claim).await.unwrap() != content(key) {
                                 say(&format!("BAD {key}"));
                             }
                             n = n

@@ -81,6 +81,15 @@ async fn put<S: Storage>(s: &S, content: &str) -> Key {
     keys[0]
 }
 
+/// Records a failed attempt of `c`, to retry [`LATER_MS`] from now; returns that time.
+async fn fail_until_later<S: Storage>(s: &S, c: S::Claim) -> u64 {
+    let due = now_ms() + LATER_MS;
+    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
+        .await
+        .expect("finish");
+    due
+}
+
 async fn state<S: Storage>(s: &S, key: Key) -> Option<State> {
     s.status(key).await.expect("status").map(|st| st.state)
 }
@@ -117,13 +126,17 @@ async fn enqueued_messages_are_queued_and_read_back<S: Storage>(s: S) {
         "a queued message has a next attempt"
     );
     assert_eq!(
-        s.message(key).await.expect("message"),
+        s.message(key, usize::MAX).await.expect("message"),
         Some(b"hello".to_vec())
+    );
+    assert_eq!(
+        s.message(key, 2).await.expect("message"),
+        Some(b"he".to_vec())
     );
     assert_eq!(s.attempts(key).await.expect("attempts"), vec![]);
     let unknown = Key::new(Ulid::new(), 0);
     assert_eq!(s.status(unknown).await.expect("status"), None);
-    assert_eq!(s.message(unknown).await.expect("message"), None);
+    assert_eq!(s.message(unknown, usize::MAX).await.expect("message"), None);
     assert_eq!(s.copies(unknown).await.expect("copies"), vec![]);
     assert_eq!(s.copies(key).await.expect("copies"), vec![key]);
 
@@ -204,7 +217,7 @@ async fn outcomes_move_messages_and_keep_attempts<S: Storage>(s: S) {
     assert_eq!(status.next_attempt_ms, None, "nothing more to attempt");
     assert_eq!(s.attempts(delivered).await.expect("attempts"), vec![sent]);
     assert_eq!(
-        s.message(delivered).await.expect("message"),
+        s.message(delivered, 1).await.expect("message"),
         Some(b"a".to_vec()),
         "a delivered message is kept for its history"
     );
@@ -233,10 +246,7 @@ async fn retries_are_due_at_their_time<S: Storage>(s: S) {
     let key = put(&s, "later").await;
     let c = claim(&s, key, now_ms()).await;
     let since = c.since_ms();
-    let due = now_ms() + LATER_MS;
-    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
-        .await
-        .expect("finish");
+    let due = fail_until_later(&s, c).await;
     let status = s.status(key).await.expect("status").expect("known");
     assert_eq!((status.state, status.attempts), (State::Retrying, 1));
     assert_eq!(status.next_attempt_ms, Some(due));
@@ -294,15 +304,7 @@ async fn operators_retry_and_delete<S: Storage>(s: S) {
     // Retry now: a retrying message becomes due now, keeping its count.
     let key = put(&s, "op").await;
     let c = claim(&s, key, now_ms()).await;
-    s.finish(
-        c,
-        Some(&attempt(503)),
-        Outcome::Retry {
-            due_ms: now_ms() + LATER_MS,
-        },
-    )
-    .await
-    .expect("finish");
+    fail_until_later(&s, c).await;
     s.retry_now(key).await.expect("retry now");
     let c = claim(&s, key, now_ms() + 1_000).await;
     assert_eq!(c.attempts(), 1, "retry now keeps the count");
@@ -407,15 +409,7 @@ async fn counts_and_gauges_follow_the_queue<S: Storage>(s: S) {
         }
     );
     drop(sending);
-    s.finish(
-        c,
-        Some(&attempt(503)),
-        Outcome::Retry {
-            due_ms: now_ms() + LATER_MS,
-        },
-    )
-    .await
-    .expect("finish");
+    fail_until_later(&s, c).await;
     assert_eq!(
         s.counts(),
         Counts {

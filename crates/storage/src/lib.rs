@@ -279,10 +279,12 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// The recorded attempts of `key`, oldest first; empty for an unknown key.
     fn attempts(&self, key: Key) -> impl Future<Output = Result<Vec<Attempt>, Unavailable>> + Send;
 
-    /// The stored bytes of `key` in any state, or `None` if there is no such message.
+    /// The first `limit` stored bytes of `key` in any state (a status page wants the head
+    /// only), or `None` if there is no such message.
     fn message(
         &self,
         key: Key,
+        limit: usize,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, Unavailable>> + Send;
 
     /// The keys stored under `key`: itself if stored; for a bare id (copy 0) that is not, every

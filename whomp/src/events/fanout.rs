@@ -21,7 +21,7 @@ use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::{json, Map, Value};
-use storage::Records;
+use storage::{Records, Storage as _};
 
 use super::api::{self, Refusal};
 use super::model::{self, Invalid};
