@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use daemon::kit::{self, TlsListeners};
-use daemon::listen::Budget;
-use daemon::{Current, Daemon, Kit, Listeners, Signals, StartError};
+use daemon::{Caps, Current, Daemon, Kit, Listeners, Signals, StartError};
 use storage::Storage;
 
 use crate::forward::Forwarder;
@@ -108,27 +107,21 @@ impl Daemon for Whimp {
             body_timeout: config.limits.body_timeout,
         });
         let limits = &config.limits;
-        // One budget over all public listeners.
-        let budget = Budget::new(
-            limits.max_connections,
-            limits.max_connections_per_ip,
-            Some(metrics.connections_dropped.clone()),
-        );
-        kit.serve(
+        let caps = Caps {
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            header_timeout: limits.header_timeout,
+        };
+        kit.open_doors(
             "public",
             listeners.endpoints,
-            budget,
-            limits.header_timeout,
+            listeners.admin,
+            caps,
+            metrics.exports(),
             move |peer, req| {
                 let ingress = ingress.clone();
                 async move { ingress.handle(peer, req).await }
             },
-        )?;
-        kit.admin(
-            listeners.admin,
-            metrics.registry.clone(),
-            metrics.spool_messages.clone(),
-            limits.header_timeout,
         )?;
         let forwarder = Arc::new(Forwarder {
             routes: routes.clone(),

@@ -70,6 +70,17 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// What the admin listener exports, for [`daemon::Kit::open_doors`].
+    pub fn exports(&self) -> daemon::kit::Exports {
+        daemon::kit::Exports {
+            registry: self.registry.clone(),
+            gauges: self.spool_messages.clone(),
+            dropped: self.connections_dropped.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")

@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use daemon::kit::{self, TlsListeners};
-use daemon::listen::Budget;
-use daemon::{Current, Daemon, Kit, Listeners, Signals, StartError};
+use daemon::{Caps, Current, Daemon, Kit, Listeners, Signals, StartError};
 use storage::Storage;
 
 use crate::courier::Courier;
@@ -137,27 +136,21 @@ impl Daemon for Whomp {
             max_body_bytes: config.limits.max_body_bytes,
         });
         let limits = &config.limits;
-        // One budget over all submit listeners.
-        let budget = Budget::new(
-            limits.max_connections,
-            limits.max_connections_per_ip,
-            Some(metrics.connections_dropped.clone()),
-        );
-        kit.serve(
+        let caps = Caps {
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            header_timeout: limits.header_timeout,
+        };
+        kit.open_doors(
             "submit",
             listeners.endpoints,
-            budget,
-            limits.header_timeout,
+            listeners.admin,
+            caps,
+            metrics.exports(),
             move |peer, req| {
                 let submissions = submissions.clone();
                 async move { submissions.handle(peer, req).await }
             },
-        )?;
-        kit.admin(
-            listeners.admin,
-            metrics.registry.clone(),
-            metrics.spool_messages.clone(),
-            limits.header_timeout,
         )?;
         let courier = Arc::new(Courier {
             live: live.clone(),

@@ -56,6 +56,27 @@ pub struct Listeners {
     pub tls: TlsListeners,
 }
 
+/// The connection limits of a daemon's own listeners, from its config's `limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Connections open at once over all of them.
+    pub max_connections: usize,
+    /// Of those, from one source (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Longest time a connection may go without a request in progress.
+    pub header_timeout: Duration,
+}
+
+/// What the admin listener exports, and the counter of connections the listeners drop.
+pub struct Exports {
+    /// `/metrics`.
+    pub registry: prometheus::Registry,
+    /// The spool gauges, refreshed at each scrape.
+    pub gauges: telemetry::SpoolGauges,
+    /// `*_connections_dropped_total{reason}`.
+    pub dropped: prometheus::IntCounterVec,
+}
+
 impl Listeners {
     /// Binds every listener of `listen` (certificates read as `check-config` reads them) and
     /// the admin listener at `admin`.
@@ -108,6 +129,32 @@ impl Kit {
     /// The storage, for the daemon's accept path.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// Opens the daemon's doors: its own `endpoints` (`what`: `public` or `submit`) under one
+    /// connection budget of `caps`, serving each request with `handle`, and its `admin` listener
+    /// exporting `exports`. Both daemons call this once; it is [`Kit::serve`] and
+    /// [`Kit::admin`] with the budget made from the config's limits.
+    pub fn open_doors<H, F>(
+        &mut self,
+        what: &str,
+        endpoints: Vec<Endpoint>,
+        admin: TcpListener,
+        caps: Caps,
+        exports: Exports,
+        handle: H,
+    ) -> Result<(), StartError>
+    where
+        H: Fn(Peer, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Resp> + Send + 'static,
+    {
+        let budget = Budget::new(
+            caps.max_connections,
+            caps.max_connections_per_ip,
+            Some(exports.dropped),
+        );
+        self.serve(what, endpoints, budget, caps.header_timeout, handle)?;
+        self.admin(admin, exports.registry, exports.gauges, caps.header_timeout)
     }
 
     /// Serves `handle` on every one of `endpoints`, each announced as

@@ -10,7 +10,7 @@ pub mod listen;
 pub mod start;
 pub mod tls;
 
-pub use kit::{Current, Kit, Listeners};
+pub use kit::{Caps, Current, Kit, Listeners};
 pub use start::{main, Daemon, StartError};
 
 use std::io;
