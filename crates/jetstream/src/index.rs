@@ -59,7 +59,11 @@ impl Index {
 
     /// Forgets `key`, deleted at `revision`.
     pub(crate) fn delete(&mut self, key: Key, revision: u64) {
-        if self.entries.get(&key).is_none_or(|e| revision >= e.revision) {
+        if self
+            .entries
+            .get(&key)
+            .is_none_or(|e| revision >= e.revision)
+        {
             self.entries.remove(&key);
             self.deleted.insert(key, revision);
         }

@@ -143,7 +143,10 @@ pub async fn connect(options: &Options) -> Result<async_nats::Client, NatsError>
     let servers = options
         .servers
         .iter()
-        .map(|s| s.parse::<ServerAddr>().map_err(|e| failed(format!("server {s}"), e)))
+        .map(|s| {
+            s.parse::<ServerAddr>()
+                .map_err(|e| failed(format!("server {s}"), e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut connect = async_nats::ConnectOptions::new()
         .connection_timeout(options.timeout)
@@ -427,7 +430,10 @@ impl Inner {
             }
         }
         Err(self
-            .fail(format!("state of {key}"), "changed by others five times in a row")
+            .fail(
+                format!("state of {key}"),
+                "changed by others five times in a row",
+            )
             .into())
     }
 
@@ -453,7 +459,11 @@ impl Inner {
     }
 
     /// The stored bytes on `subject` of `stream`, if any.
-    async fn body(&self, stream: &stream::Stream, subject: String) -> Result<Option<Bytes>, Unavailable> {
+    async fn body(
+        &self,
+        stream: &stream::Stream,
+        subject: String,
+    ) -> Result<Option<Bytes>, Unavailable> {
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => Ok(Some(m.payload)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -560,7 +570,9 @@ impl JetStream {
                 now_ms().saturating_sub(published) < ENQUEUE_GRACE.as_millis() as u64
             });
             if young {
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
             } else {
                 let _ = message.ack_with(AckKind::Term).await;
                 let _ = inner.purge(&inner.queue, inner.subject("queue", key)).await;
@@ -603,7 +615,9 @@ impl JetStream {
             .await
             .map_err(|e| inner.fail(format!("state of {key}"), e))?;
         inner.index().delete(key, u64::MAX);
-        inner.purge(&inner.queue, inner.subject("queue", key)).await?;
+        inner
+            .purge(&inner.queue, inner.subject("queue", key))
+            .await?;
         inner.purge(&inner.dead, inner.subject("dead", key)).await
     }
 }
@@ -612,7 +626,12 @@ impl Storage for JetStream {
     type Claim = Claim;
     type Sending = Sending;
 
-    async fn enqueue(&self, id: Ulid, copies: u8, content: Vec<u8>) -> Result<Vec<Key>, Unavailable> {
+    async fn enqueue(
+        &self,
+        id: Ulid,
+        copies: u8,
+        content: Vec<u8>,
+    ) -> Result<Vec<Key>, Unavailable> {
         let inner = &self.inner;
         let keys: Vec<Key> = match copies {
             0 | 1 => vec![Key::new(id, 0)],
@@ -680,7 +699,10 @@ impl Storage for JetStream {
     }
 
     async fn release(&self, claim: Claim) {
-        let _ = claim.message.ack_with(AckKind::Nak(None)).await;
+        // Confirmed, so that the next fetch (here or on any node) finds it due again.
+        if let Err(e) = claim.message.double_ack_with(AckKind::Nak(None)).await {
+            tracing::warn!("nats release of {}: {e}", claim.key);
+        }
         drop(claim);
         self.inner.index().quiet_until_ms = 0;
         self.inner.changed.notify_one();
@@ -706,7 +728,11 @@ impl Storage for JetStream {
             // The dead letter first: a crash after it leaves a dead copy and a queued one,
             // attempted again (a duplicate), never neither.
             inner
-                .publish(inner.subject("dead", key), claim.message.payload.clone(), None)
+                .publish(
+                    inner.subject("dead", key),
+                    claim.message.payload.clone(),
+                    None,
+                )
                 .await?;
         }
         let now = now_ms();
@@ -738,12 +764,17 @@ impl Storage for JetStream {
             _ if known.is_none() => claim.message.ack().await, // deleted meanwhile
             Outcome::Retry { due_ms } => {
                 let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
-                claim.message.ack_with(AckKind::Nak(Some(wait))).await
+                claim
+                    .message
+                    .double_ack_with(AckKind::Nak(Some(wait)))
+                    .await
             }
             Outcome::Delivered => claim.message.double_ack().await,
             Outcome::Dead => {
                 let _ = claim.message.ack().await;
-                inner.purge(&inner.queue, inner.subject("queue", key)).await?;
+                inner
+                    .purge(&inner.queue, inner.subject("queue", key))
+                    .await?;
                 Ok(())
             }
         };
@@ -823,7 +854,9 @@ impl Storage for JetStream {
             return Err(RequeueError::NotDead(key));
         }
         let Some(body) = inner.body(&inner.dead, inner.subject("dead", key)).await? else {
-            return Err(inner.fail(format!("dead letter {key}"), "its body is missing").into());
+            return Err(inner
+                .fail(format!("dead letter {key}"), "its body is missing")
+                .into());
         };
         // The state first: a crash before the publish leaves a retrying message without a
         // queued copy, which retry now (or a second re-queue of the dead letter) repairs.
@@ -865,9 +898,13 @@ impl Storage for JetStream {
                 RequeueError::Unavailable(u) => ChangeError::Unavailable(u),
             }),
             State::Retrying => {
-                let Some(body) = inner.body(&inner.queue, inner.subject("queue", key)).await?
+                let Some(body) = inner
+                    .body(&inner.queue, inner.subject("queue", key))
+                    .await?
                 else {
-                    return Err(inner.fail(format!("message {key}"), "its body is missing").into());
+                    return Err(inner
+                        .fail(format!("message {key}"), "its body is missing")
+                        .into());
                 };
                 let now = now_ms();
                 inner

@@ -17,7 +17,11 @@ pub struct JetRecords {
 
 fn bucket_key(namespace: &str, key: &str) -> Result<String, RecordError> {
     let (ns, key) = (check_name(namespace)?, check_name(key)?);
-    Ok(format!("{}/{}", ns.replace('.', "="), key.replace('.', "=")))
+    Ok(format!(
+        "{}/{}",
+        ns.replace('.', "="),
+        key.replace('.', "=")
+    ))
 }
 
 fn unavailable(what: String, e: impl std::fmt::Display) -> RecordError {
@@ -67,7 +71,10 @@ impl Records for JetRecords {
         let prefix = format!("{}/", check_name(namespace)?.replace('.', "="));
         let what = || format!("records of {namespace}");
         let keys: Vec<String> = match self.kv.keys().await {
-            Ok(keys) => keys.try_collect().await.map_err(|e| unavailable(what(), e))?,
+            Ok(keys) => keys
+                .try_collect()
+                .await
+                .map_err(|e| unavailable(what(), e))?,
             Err(e) => return Err(unavailable(what(), e)),
         };
         let mut found = Vec::new();

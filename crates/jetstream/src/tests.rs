@@ -45,19 +45,29 @@ fn attempt(status: u16) -> Attempt {
 async fn claim_eventually(s: &JetStream, key: Key) -> Claim {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
+        let mut found = None;
         for c in s.claim_due(now_ms(), usize::MAX).await {
             if c.key() == key {
-                return c;
+                found = Some(c);
+            } else {
+                s.release(c).await;
             }
-            s.release(c).await;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{key} never handed out");
+        if let Some(c) = found {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never handed out"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn one(s: &JetStream, body: &[u8]) -> Key {
-    s.enqueue(Ulid::new(), 1, body.to_vec()).await.expect("enqueue")[0]
+    s.enqueue(Ulid::new(), 1, body.to_vec())
+        .await
+        .expect("enqueue")[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,25 +94,35 @@ async fn a_publish_retried_with_the_same_id_is_stored_once() {
     let again = s.enqueue(id, 1, b"once".to_vec()).await.unwrap();
     assert_eq!(first, again);
     let info = s.inner.queue.get_info().await.unwrap();
-    assert_eq!(info.state.messages, 1, "Nats-Msg-Id dedups the second publish");
+    assert_eq!(
+        info.state.messages, 1,
+        "Nats-Msg-Id dedups the second publish"
+    );
     let claims = s.claim_due(now_ms(), usize::MAX).await;
     assert_eq!(claims.len(), 1, "one message to deliver");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_is_unavailable_and_ready_again_after_restart() {
-    let Some(mut nats) = Nats::single() else { return };
+    let Some(mut nats) = Nats::single() else {
+        return;
+    };
     let s = JetStream::open(&options(&nats, &fresh())).await.unwrap();
     let kept = one(&s, b"before").await;
     nats.kill(0);
     let refused = s.enqueue(Ulid::new(), 1, b"during".to_vec()).await;
     assert!(refused.is_err(), "no success without the stream's ack");
-    let reason = s.unhealthy_reason().expect("not ready while the server is down");
+    let reason = s
+        .unhealthy_reason()
+        .expect("not ready while the server is down");
     assert!(reason.starts_with("nats "), "{reason}");
     nats.restart(0);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while let Some(reason) = s.unhealthy_reason() {
-        assert!(tokio::time::Instant::now() < deadline, "still not ready: {reason}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still not ready: {reason}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     one(&s, b"after").await;
@@ -146,23 +166,40 @@ async fn retries_come_back_in_due_order_and_never_early() {
     let now = now_ms();
     for (key, wait) in [(late, 1_500), (soon, 500)] {
         let c = claim_eventually(&s, key).await;
-        s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: now + wait })
-            .await
-            .unwrap();
+        s.finish(
+            c,
+            Some(&attempt(503)),
+            Outcome::Retry { due_ms: now + wait },
+        )
+        .await
+        .unwrap();
     }
     let mut order = Vec::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while order.len() < 2 {
         for c in s.claim_due(now_ms(), usize::MAX).await {
             let claimed_at = now_ms();
-            let due = s.status(c.key()).await.unwrap().unwrap().next_attempt_ms.unwrap();
-            assert!(claimed_at >= due, "{} handed out at {claimed_at}, due {due}", c.key());
+            let due = s
+                .status(c.key())
+                .await
+                .unwrap()
+                .unwrap()
+                .next_attempt_ms
+                .unwrap();
+            assert!(
+                claimed_at >= due,
+                "{} handed out at {claimed_at}, due {due}",
+                c.key()
+            );
             order.push(c.key());
             s.finish(c, Some(&attempt(200)), Outcome::Delivered)
                 .await
                 .unwrap();
         }
-        assert!(tokio::time::Instant::now() < deadline, "retries never came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retries never came back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(order, vec![soon, late], "the sooner retry first");
@@ -178,13 +215,18 @@ async fn a_dead_letter_is_requeued_by_another_node() {
     );
     let key = one(&a, b"gave up").await;
     let c = claim_eventually(&a, key).await;
-    a.finish(c, Some(&attempt(410)), Outcome::Dead).await.unwrap();
+    a.finish(c, Some(&attempt(410)), Outcome::Dead)
+        .await
+        .unwrap();
     assert_eq!(a.inner.dead.get_info().await.unwrap().state.messages, 1);
     assert_eq!(b.message(key).await.unwrap(), Some(b"gave up".to_vec()));
     b.requeue(key).await.unwrap();
     assert_eq!(b.inner.dead.get_info().await.unwrap().state.messages, 0);
     let c = claim_eventually(&a, key).await;
-    assert_eq!((c.attempts(), a.read(&c).await.unwrap()), (0, b"gave up".to_vec()));
+    assert_eq!(
+        (c.attempts(), a.read(&c).await.unwrap()),
+        (0, b"gave up".to_vec())
+    );
     assert_eq!(a.attempts(key).await.unwrap().len(), 1, "history kept");
     a.release(c).await;
 }
@@ -198,7 +240,10 @@ async fn a_ten_mib_body_round_trips() {
     let c = claim_eventually(&s, key).await;
     assert!(s.read(&c).await.unwrap() == body, "claimed bytes differ");
     s.release(c).await;
-    assert!(s.message(key).await.unwrap() == Some(body), "stored bytes differ");
+    assert!(
+        s.message(key).await.unwrap() == Some(body),
+        "stored bytes differ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,7 +111,10 @@ async fn claim_when_due<S: Storage>(s: &S, key: Key, due_ms: u64) -> S::Claim {
         let now = now_ms();
         for c in s.claim_due(now, usize::MAX).await {
             if c.key() == key {
-                assert!(now >= due_ms, "{key} handed out at {now}, before its due {due_ms}");
+                assert!(
+                    now >= due_ms,
+                    "{key} handed out at {now}, before its due {due_ms}"
+                );
                 return c;
             }
             s.release(c).await;
