@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use async_nats::jetstream::{self as js, Context};
@@ -263,7 +263,10 @@ impl JetStream {
             .map_err(|e| failed(format!("bucket {p}_state"), e))?
             .values();
         if pending > 0 {
-            while let Some(Ok(entry)) = watch.next().await {
+            // Up to the newest entry; the follower picks up whatever a timeout leaves.
+            while let Ok(Some(Ok(entry))) =
+                tokio::time::timeout(options.timeout, watch.next()).await
+            {
                 let current = entry.seen_current || entry.delta == 0;
                 inner.apply(entry);
                 if current {
@@ -384,7 +387,7 @@ impl Inner {
         Ok(Some((entry.revision, record)))
     }
 
-    /// Writes `record` over revision `revision` (0: a new key).
+    /// Writes `record` over revision `revision` (0: a new key, kept if it exists).
     async fn save(
         &self,
         key: Key,
@@ -393,10 +396,12 @@ impl Inner {
     ) -> Result<Result<(), Conflict>, Unavailable> {
         let value = Bytes::from(serde_json::to_vec(record).expect("a record serializes"));
         let written = if revision == 0 {
-            self.state
-                .put(key.to_string(), value)
-                .await
-                .map_err(|e| self.fail(format!("state of {key}"), e))
+            // A new message: a publish retried after a timeout must not reset what the first
+            // one started (its delivery may be under way already).
+            match self.state.create(key.to_string(), value).await {
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(Ok(())),
+                other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
+            }
         } else {
             match self.state.update(key.to_string(), value, revision).await {
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
