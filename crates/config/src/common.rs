@@ -12,7 +12,10 @@ use serde::Deserialize;
 use crate::check::Checker;
 use crate::error::Location;
 use crate::locate::Ptr;
-use crate::value::{format_duration, whole, AddrValue, DurationValue, Flag, Whole, Word};
+use crate::value::{
+    format_duration, whole, AddrValue, DurationValue, Flag, NatsUrlValue, Whole, Word,
+};
+use crate::Secret;
 
 /// A socket the daemon accepts requests on, plain HTTP or TLS.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +52,41 @@ pub struct Spool {
     pub fsync: bool,
     /// How long `done/` messages are kept; default 7 days.
     pub retention: Duration,
+}
+
+/// Where messages are queued (`queue:`): the local maildir spool (the default; `spool:` says
+/// where), or a NATS JetStream cluster that several nodes share (issue 12, docs/configure.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub backend: Backend,
+    /// JetStream servers, `nats://` or `tls://`; default `["nats://127.0.0.1:4222"]`.
+    pub servers: Vec<String>,
+    /// Replicas of each stream and bucket (1 to 5); default the number of `servers`, at most 3.
+    pub replicas: usize,
+    /// Prefix of the streams and buckets, so deployments can share a cluster (`A-Z a-z 0-9 -
+    /// _`, at most 32); default `whimp` or `whomp`.
+    pub stream: String,
+    /// A token the servers' `authorization` expects; exclusive with `user`/`password`.
+    pub token: Option<Secret<String>>,
+    /// User and password the servers' `authorization` expects; both or neither.
+    pub user: Option<String>,
+    pub password: Option<Secret<String>>,
+    /// CAs (PEM) to verify the servers by; TLS is required when set. Checked to be readable.
+    pub ca_file: Option<PathBuf>,
+    /// How long a claimed message may go without an outcome before another node gets it;
+    /// longer than any attempt; default 5m.
+    pub ack_wait: Duration,
+    /// How long a publish (or any request) may take before the queue is unavailable (503, not
+    /// ready); default 5s.
+    pub timeout: Duration,
+}
+
+/// Which storage backend queues messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Maildir,
+    Jetstream,
 }
 
 /// Where logs go and how much of them.
@@ -152,6 +190,21 @@ pub(crate) struct RawSpool {
     retention: Option<DurationValue>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a `queue` mapping")]
+pub(crate) struct RawQueue {
+    backend: Option<Word<Backend>>,
+    servers: Option<Vec<NatsUrlValue>>,
+    replicas: Option<Whole<usize, 1, 5>>,
+    stream: Option<String>,
+    token: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    ca_file: Option<PathBuf>,
+    ack_wait: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a `log` mapping")]
 pub(crate) struct RawLog {
@@ -234,6 +287,73 @@ pub(crate) fn spool(ck: &mut Checker<'_>, raw: Option<RawSpool>, default_dir: &s
         ),
         fsync: raw.fsync.and_then(|f| f.0).unwrap_or(true),
         retention: duration(raw.retention).unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+    }
+}
+
+/// Builds `queue`; `default_stream` is the daemon's name.
+pub(crate) fn queue(ck: &mut Checker<'_>, raw: Option<RawQueue>, default_stream: &str) -> Queue {
+    let at = Ptr::root().key("queue");
+    let raw = raw.unwrap_or_default();
+    if raw.servers.as_ref().is_some_and(Vec::is_empty) {
+        ck.problem(
+            &at.key("servers"),
+            "servers is empty: name at least one NATS server",
+        );
+    }
+    let servers: Vec<String> = match raw.servers {
+        Some(list) => list.into_iter().filter_map(|s| s.0).collect(),
+        None => vec!["nats://127.0.0.1:4222".to_owned()],
+    };
+    let stream = raw.stream.unwrap_or_else(|| default_stream.to_owned());
+    let name_ok = !stream.is_empty()
+        && stream.len() <= 32
+        && stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    if !name_ok {
+        ck.problem(
+            &at.key("stream"),
+            format_args!("stream {stream:?} must be 1 to 32 of A-Z a-z 0-9 - _"),
+        );
+    }
+    if raw.token.is_some() && (raw.user.is_some() || raw.password.is_some()) {
+        ck.problem(
+            &at.key("token"),
+            "token and user/password are exclusive: the servers expect one or the other",
+        );
+    }
+    if raw.user.is_some() != raw.password.is_some() {
+        let (key, missing) = if raw.user.is_some() {
+            ("user", "password")
+        } else {
+            ("password", "user")
+        };
+        ck.problem(&at.key(key), format_args!("{key} is set without {missing}"));
+    }
+    let default_replicas = servers.len().clamp(1, 3);
+    Queue {
+        backend: raw.backend.and_then(|w| w.0).unwrap_or(Backend::Maildir),
+        replicas: whole(raw.replicas).unwrap_or(default_replicas),
+        servers,
+        stream,
+        token: raw.token.map(Secret::new),
+        user: raw.user,
+        password: raw.password.map(Secret::new),
+        ca_file: raw
+            .ca_file
+            .map(|file| ck.readable_file(&at.key("ca_file"), "queue ca_file", &file)),
+        ack_wait: ck.nonzero_duration(
+            &at.key("ack_wait"),
+            "ack_wait",
+            raw.ack_wait,
+            Duration::from_secs(300),
+        ),
+        timeout: ck.nonzero_duration(
+            &at.key("timeout"),
+            "timeout",
+            raw.timeout,
+            Duration::from_secs(5),
+        ),
     }
 }
 

@@ -22,7 +22,7 @@ pub mod whomp;
 
 use std::path::Path;
 
-pub use common::{Admin, Facility, Listener, Log, LogFormat, LogLevel, Spool, Tls};
+pub use common::{Admin, Backend, Facility, Listener, Log, LogFormat, LogLevel, Queue, Spool, Tls};
 pub use error::{ConfigError, Location, Problem};
 pub use value::{parse_duration, Secret};
 

@@ -553,7 +553,7 @@ fn a_line_break_quoted_from_the_file_stays_on_one_line() {
         "\"lis\\nten\": []\n",
         &format!(
             "{FILE}:1:1: unknown field `lis\\nten`, expected one of `listen`, `admin`, `spool`, \
-             `log`, `limits`, `retry`, `delivery`, `routes`"
+             `queue`, `log`, `limits`, `retry`, `delivery`, `routes`"
         ),
     );
     check(
@@ -561,7 +561,8 @@ fn a_line_break_quoted_from_the_file_stays_on_one_line() {
         "{lis\n\nten: 1}\n",
         &format!(
             "{FILE}:1:2: unknown field `lis\\nten`, expected one of `listen`, `auth`, `admin`, \
-             `spool`, `log`, `limits`, `retry`, `delivery`, `preflight`, `dns`, `signing`"
+             `spool`, `queue`, `log`, `limits`, `retry`, `delivery`, `preflight`, `dns`, \
+             `signing`"
         ),
     );
 }
@@ -1040,6 +1041,84 @@ fn quoted_numbers_and_booleans_are_read() {
         &format!(
             "{FILE}:1:27: invalid number 1000.0: expected a whole number of at least 1\n\
              {FILE}:1:56: invalid number 99999999999999999999: expected a whole number of at least 1"
+        ),
+    );
+}
+
+#[test]
+fn the_queue_defaults_to_the_maildir() {
+    let whimp = whimp_ok("");
+    assert_eq!(whimp.queue.backend, crate::Backend::Maildir);
+    assert_eq!(
+        whimp.queue.servers,
+        vec!["nats://127.0.0.1:4222".to_owned()]
+    );
+    assert_eq!(
+        (whimp.queue.replicas, whimp.queue.stream.as_str()),
+        (1, "whimp")
+    );
+    assert_eq!(
+        (whimp.queue.ack_wait, whimp.queue.timeout),
+        (Duration::from_secs(300), Duration::from_secs(5))
+    );
+    assert_eq!(whomp_ok("").queue.stream, "whomp");
+}
+
+#[test]
+fn a_jetstream_queue_is_read_with_its_credentials_kept_secret() {
+    let text = "queue:
+  backend: jetstream
+  servers: [\"nats://10.0.0.1:4222\", \"tls://10.0.0.2:4222\", \"nats://10.0.0.3\"]
+  stream: shop-eu_1
+  user: whimp
+  password: s3cret-pass
+  ack_wait: 2m
+  timeout: 3s
+";
+    let queue = whimp_ok(text).queue;
+    assert_eq!(queue.backend, crate::Backend::Jetstream);
+    assert_eq!(queue.servers.len(), 3);
+    assert_eq!(queue.replicas, 3, "default: the servers listed, at most 3");
+    assert_eq!(queue.stream, "shop-eu_1");
+    assert_eq!(queue.user.as_deref(), Some("whimp"));
+    assert_eq!(
+        queue.password.as_ref().map(|p| p.expose().as_str()),
+        Some("s3cret-pass")
+    );
+    assert_eq!(queue.ack_wait, Duration::from_secs(120));
+    assert!(!format!("{queue:?}").contains("s3cret"));
+    let queue = whomp_ok("queue: { backend: jetstream, replicas: 1, token: t0k }\n").queue;
+    assert_eq!(
+        (queue.replicas, queue.token.map(|t| t.expose().clone())),
+        (1, Some("t0k".into()))
+    );
+}
+
+#[test]
+fn queue_problems_are_reported_at_their_values() {
+    check(
+        parse_whimp,
+        "queue:\n  backend: kafka\n",
+        &format!("{FILE}:2:12: unknown variant `kafka`, expected `maildir` or `jetstream`"),
+    );
+    check(
+        parse_whomp,
+        "queue:\n  servers: [\"http://10.0.0.1:4222\", \"nats://u:s3cret@10.0.0.2\"]\n  replicas: 7\n",
+        &format!(
+            "{FILE}:2:13: server URL scheme must be nats:// or tls://\n\
+             {FILE}:2:37: server URL must not carry credentials (user:password@ or token@): use \
+             queue.token, or queue.user and queue.password\n\
+             {FILE}:3:13: invalid number 7: expected a whole number from 1 to 5"
+        ),
+    );
+    check(
+        parse_whimp,
+        "queue:\n  servers: []\n  stream: a.b\n  token: t\n  user: u\n",
+        &format!(
+            "{FILE}:2:12: servers is empty: name at least one NATS server\n\
+             {FILE}:3:11: stream \"a.b\" must be 1 to 32 of A-Z a-z 0-9 - _\n\
+             {FILE}:4:10: token and user/password are exclusive: the servers expect one or the other\n\
+             {FILE}:5:9: user is set without password"
         ),
     );
 }

@@ -91,6 +91,11 @@ pub(crate) struct MethodValue(pub(crate) Option<http::Method>);
 #[derive(Debug, Clone)]
 pub(crate) struct UriValue(pub(crate) Option<http::Uri>);
 
+/// A NATS server URL: `nats://host:port` or `tls://host:port` (port 4222 when omitted), without
+/// credentials (those are `queue.token` or `queue.user`/`password`, kept out of logs).
+#[derive(Debug, Clone)]
+pub(crate) struct NatsUrlValue(pub(crate) Option<String>);
+
 /// A whole number from `MIN` to `MAX` (or to the most `T` holds, if less): counts, sizes, ports,
 /// statuses. Written as a plain number, quoted or not; not `1.5`, `1e3` or `10MB`.
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +283,29 @@ fn parse_uri(text: &str) -> Result<http::Uri, String> {
     http::Uri::from_str(text).map_err(|err| format!("invalid URL: {err}"))
 }
 
+/// Checks a NATS server URL; the message never quotes it, as it may hold a secret.
+fn parse_nats_url(text: &str) -> Result<String, String> {
+    let uri = http::Uri::from_str(text)
+        .map_err(|_| "invalid server URL (expected nats://host:port)".to_owned())?;
+    if !matches!(uri.scheme_str(), Some("nats" | "tls")) {
+        return Err("server URL scheme must be nats:// or tls://".to_owned());
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("server URL has no host".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Err(
+            "server URL must not carry credentials (user:password@ or token@): use \
+                    queue.token, or queue.user and queue.password"
+                .to_owned(),
+        );
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("server URL must be a scheme, a host and a port only".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 /// A visitor for a scalar that a function turns into a value or an operator-facing message.
 struct ParseVisitor<T> {
     expecting: &'static str,
@@ -338,6 +366,12 @@ parsed_leaf!(
     UriValue,
     "a URL such as \"http://10.0.3.7:8000/hooks\"",
     parse_uri
+);
+
+parsed_leaf!(
+    NatsUrlValue,
+    "a NATS server URL such as \"nats://10.0.0.1:4222\"",
+    parse_nats_url
 );
 
 /// The integer types a [`Whole`] is read into, and the most each holds.

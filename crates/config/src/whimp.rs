@@ -11,11 +11,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::check::{self, Checker};
-use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
+use crate::common::{self, RawAdmin, RawListener, RawLog, RawQueue, RawRetry, RawSpool};
 use crate::error::ConfigError;
 use crate::locate::Ptr;
 use crate::value::{whole, CidrValue, DurationValue, MethodValue, UriValue, Whole};
-use crate::{Admin, Listener, Log, Spool};
+use crate::{Admin, Listener, Log, Queue, Spool};
 use retry::Policy;
 
 /// The whole whimp configuration, validated.
@@ -25,6 +25,8 @@ pub struct Config {
     pub listen: Vec<Listener>,
     pub admin: Admin,
     pub spool: Spool,
+    /// Default: the maildir spool.
+    pub queue: Queue,
     pub log: Log,
     pub limits: Limits,
     /// The global policy (default [`Policy::default`]); each route carries its own, merged, in
@@ -153,6 +155,7 @@ struct RawConfig {
     listen: Option<Vec<RawListener>>,
     admin: Option<RawAdmin>,
     spool: Option<RawSpool>,
+    queue: Option<RawQueue>,
     log: Option<RawLog>,
     limits: Option<RawLimits>,
     retry: Option<RawRetry>,
@@ -222,6 +225,7 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         listen,
         admin,
         spool: common::spool(ck, raw.spool, "/var/spool/whimp"),
+        queue: common::queue(ck, raw.queue, "whimp"),
         log: common::log(raw.log),
         limits: limits(ck, raw.limits.unwrap_or_default()),
         retry,

@@ -14,14 +14,14 @@ use retry::Policy;
 use serde::Deserialize;
 
 use crate::check::{self, Checker};
-use crate::common::{self, RawAdmin, RawListener, RawLog, RawRetry, RawSpool};
+use crate::common::{self, RawAdmin, RawListener, RawLog, RawQueue, RawRetry, RawSpool};
 use crate::error::ConfigError;
 use crate::locate::Ptr;
 use crate::value::{
     whole, CidrValue, DnsServerValue, DurationValue, Flag, IpValue, MethodValue, TokenList,
     UniqueMap, Whole,
 };
-use crate::{Admin, Listener, Log, Secret, Spool};
+use crate::{Admin, Listener, Log, Queue, Secret, Spool};
 
 /// The whole whomp configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub struct Config {
     pub auth: Auth,
     pub admin: Admin,
     pub spool: Spool,
+    /// Default: the maildir spool.
+    pub queue: Queue,
     pub log: Log,
     pub limits: Limits,
     /// Default [`Policy::default`].
@@ -150,6 +152,7 @@ struct RawConfig {
     auth: Option<RawAuth>,
     admin: Option<RawAdmin>,
     spool: Option<RawSpool>,
+    queue: Option<RawQueue>,
     log: Option<RawLog>,
     limits: Option<RawLimits>,
     retry: Option<RawRetry>,
@@ -222,6 +225,7 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         auth: auth(ck, raw.auth.unwrap_or_default()),
         admin,
         spool: common::spool(ck, raw.spool, "/var/spool/whomp"),
+        queue: common::queue(ck, raw.queue, "whomp"),
         log: common::log(raw.log),
         limits: limits(ck, raw.limits.unwrap_or_default()),
         retry: common::retry(ck, &raw.retry.unwrap_or_default()),

@@ -29,6 +29,11 @@ use crate::{
 /// Far enough ahead that nothing scheduled then is due during a test.
 const LATER_MS: u64 = 3_600_000;
 
+/// A retry that a check waits for: near enough to wait for in real time, since a backend may
+/// keep its schedule on a server's clock (JetStream redelivers a NAK'd message after its delay),
+/// where a `now_ms` ahead of the clock cannot make it due sooner.
+const SOON_MS: u64 = 1_500;
+
 /// How long a check waits for something that must happen at once.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -105,6 +110,31 @@ async fn claim<S: Storage>(s: &S, key: Key, now: u64) -> S::Claim {
         }
     }
     found.unwrap_or_else(|| panic!("{key} is not claimable at {now}"))
+}
+
+/// Claims `key`, retrying at `due_ms`, as soon as it is handed out at the real time; checks it
+/// was not handed out before `due_ms`.
+async fn claim_when_due<S: Storage>(s: &S, key: Key, due_ms: u64) -> S::Claim {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = now_ms();
+        for c in s.claim_due(now, usize::MAX).await {
+            if c.key() == key {
+                assert!(
+                    now >= due_ms,
+                    "{key} handed out at {now}, before its due {due_ms}"
+                );
+                return c;
+            }
+            s.release(c).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} due at {due_ms} not handed out by {}",
+            now_ms()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn enqueued_messages_are_queued_and_read_back<S: Storage>(s: S) {
@@ -246,7 +276,10 @@ async fn retries_are_due_at_their_time<S: Storage>(s: S) {
     let key = put(&s, "later").await;
     let c = claim(&s, key, now_ms()).await;
     let since = c.since_ms();
-    let due = fail_until_later(&s, c).await;
+    let due = now_ms() + SOON_MS;
+    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
+        .await
+        .expect("finish");
     let status = s.status(key).await.expect("status").expect("known");
     assert_eq!((status.state, status.attempts), (State::Retrying, 1));
     assert_eq!(status.next_attempt_ms, Some(due));
@@ -259,7 +292,7 @@ async fn retries_are_due_at_their_time<S: Storage>(s: S) {
         s.claim_due(due - 1, usize::MAX).await.is_empty(),
         "a retry is not handed out before it is due"
     );
-    let c = claim(&s, key, next).await;
+    let c = claim_when_due(&s, key, due).await;
     assert_eq!(c.attempts(), 1, "the attempt count survives the retry");
     assert_eq!(c.since_ms(), since, "and so does the retry budget");
     s.finish(c, Some(&attempt(200)), Outcome::Delivered)
@@ -409,7 +442,10 @@ async fn counts_and_gauges_follow_the_queue<S: Storage>(s: S) {
         }
     );
     drop(sending);
-    fail_until_later(&s, c).await;
+    let due = now_ms() + SOON_MS;
+    s.finish(c, Some(&attempt(503)), Outcome::Retry { due_ms: due })
+        .await
+        .expect("finish");
     assert_eq!(
         s.counts(),
         Counts {
@@ -418,13 +454,12 @@ async fn counts_and_gauges_follow_the_queue<S: Storage>(s: S) {
             in_flight: 0
         }
     );
-    let next = s.next_due_ms().expect("a next due time");
-    let c = claim(&s, key, next).await;
+    let c = claim_when_due(&s, key, due).await;
     s.release(c).await;
     tokio::time::timeout(DEADLINE, s.changed())
         .await
         .expect("a release wakes the delivery loop");
-    let c = claim(&s, key, next).await;
+    let c = claim(&s, key, now_ms()).await;
     s.finish(c, Some(&attempt(200)), Outcome::Delivered)
         .await
         .expect("finish");

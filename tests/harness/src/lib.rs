@@ -7,7 +7,8 @@
 //! - [`TestCa`] issues certificates for TLS tests.
 //!
 //! One module per seam: `daemon`, `client` (raw HTTP), `receivers`, `idle` (idle connections),
-//! `load` (steady load with accounting and the kill soak), `ca` and `tmpfs`; everything is
+//! `load` (steady load with accounting and the kill soak), `nats` (nats-servers with
+//! JetStream, one or a cluster), `ca` and `tmpfs`; everything is
 //! re-exported here, so tests say `harness::Daemon`.
 
 mod ca;
@@ -15,6 +16,7 @@ mod client;
 mod daemon;
 mod idle;
 mod load;
+mod nats;
 mod receivers;
 mod tmpfs;
 
@@ -23,6 +25,7 @@ pub use client::{get, post, raw, try_post};
 pub use daemon::{listening, metric_in, run_cli, Daemon};
 pub use idle::{hold, wait_closed, Idle, Wire};
 pub use load::{kill_at_random_moments, kills_from_env, soak_with_kills, Load, Tally};
+pub use nats::{Nats, MAX_PAYLOAD as NATS_MAX_PAYLOAD};
 pub use receivers::{Answer, Misbehaving, Misbehaviour, Received, Receiver};
 pub use tmpfs::Tmpfs;
 

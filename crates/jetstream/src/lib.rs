@@ -1,0 +1,969 @@
+//! The cluster backend of the storage seam (issue 12): [`storage::Storage`] and
+//! [`storage::Records`] over NATS JetStream, so that several nodes share one replicated queue and
+//! any of them delivers what another accepted.
+//!
+//! Layout, under a name prefix `P` (`queue.stream`) so two deployments can share a cluster:
+//! - stream `P_queue`, one message per deliverable copy on subject `P.queue.<key>` (a fan-out
+//!   to N targets is N messages `<id>.1`..`<id>.N`, each with its own retry state, like the
+//!   maildir's copies), at most one per subject: re-publishing a key replaces it. Published with
+//!   `Nats-Msg-Id: <key>`, so a publish retried after a timeout is stored once. Nothing is
+//!   acknowledged to a sender before the stream acked the publish (with `replicas`, a quorum).
+//! - durable pull consumer `deliver` on it, shared by every node: explicit ack, `ack_wait`,
+//!   unlimited deliveries. A claim is a delivery; a retry is a NAK with the delay the retry
+//!   policy chose (the server redelivers then, to any node); a node that dies mid-attempt loses
+//!   its claim after `ack_wait` and another node gets the message: a duplicate, never a loss.
+//! - stream `P_dead` (`P.dead.<key>`): dead letters, re-queued from there by any node.
+//! - KV bucket `P_state`: each message's state and attempts ([`record::Record`]), the truth the
+//!   status API, listings and claims go by; every node watches it to answer the gauges and the
+//!   next due time from memory ([`index`]).
+//! - KV bucket `P_records`: [`storage::Records`], keyed `namespace/key`.
+//!
+//! Bodies: the stream's max message size is [`Options::max_message_bytes`]; the servers'
+//! `max_payload` must be at least that (checked on connect), e.g. `max_payload: 16MB` for the
+//! 10 MiB default body limit. When the cluster cannot answer (no connection, no quorum, a
+//! publish error or timeout), calls fail with [`storage::Unavailable`] and
+//! [`JetStream::unhealthy_reason`] says why until a probe, once a second, succeeds again.
+
+mod index;
+mod record;
+mod records;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use async_nats::jetstream::{self as js, Context};
+use async_nats::{header, HeaderMap, ServerAddr};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use storage::{
+    now_ms, Attempt, ChangeError, Claimed, Counts, Key, Listed, Outcome, RequeueError, State,
+    Status, Storage, Unavailable,
+};
+use tokio::sync::Notify;
+use ulid::Ulid;
+
+use index::Index;
+use record::Record;
+pub use records::JetRecords;
+
+/// The most messages one `claim_due` takes from the consumer.
+const MAX_BATCH: usize = 256;
+/// A message without a state record is young enough to be mid-enqueue for this long.
+const ENQUEUE_GRACE: Duration = Duration::from_secs(60);
+/// How often the health probe asks the cluster.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// After a claim found nothing due, how long the next due time stays at least this far ahead.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// How to reach the cluster and what to create on it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `nats://host:port` (or `tls://`) of some or all servers.
+    pub servers: Vec<String>,
+    /// Replicas of every stream and bucket: 3 for a 3-server cluster, 1 for one server.
+    pub replicas: usize,
+    /// Prefix of every stream, subject and bucket name (`A-Z a-z 0-9 - _`).
+    pub prefix: String,
+    pub auth: Auth,
+    /// A PEM file of CAs to verify the servers by; TLS is required when set.
+    pub ca_file: Option<PathBuf>,
+    /// How long a claim may go without an outcome before the server redelivers it elsewhere;
+    /// longer than the longest attempt.
+    pub ack_wait: Duration,
+    /// The stream's max message size: the largest message the daemon stores, head included.
+    pub max_message_bytes: usize,
+    /// How long a publish or any other request may take before it is unavailable.
+    pub timeout: Duration,
+}
+
+/// How the client proves who it is, as the servers' `authorization` block expects.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Token(String),
+    UserPassword {
+        user: String,
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret.
+        f.write_str(match self {
+            Auth::None => "none",
+            Auth::Token(_) => "token",
+            Auth::UserPassword { .. } => "user/password",
+        })
+    }
+}
+
+/// A NATS operation that failed, naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("nats {what}: {detail}")]
+pub struct NatsError {
+    what: String,
+    detail: String,
+}
+
+fn failed(what: impl Into<String>, detail: impl std::fmt::Display) -> NatsError {
+    NatsError {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The JetStream storage: cheap to clone, one connection shared by every clone.
+#[derive(Clone)]
+pub struct JetStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: Context,
+    prefix: String,
+    queue: stream::Stream,
+    dead: stream::Stream,
+    consumer: PullConsumer,
+    state: kv::Store,
+    index: Mutex<Index>,
+    changed: Notify,
+    unhealthy: Mutex<Option<String>>,
+}
+
+/// Connects to the servers named in `options`.
+pub async fn connect(options: &Options) -> Result<async_nats::Client, NatsError> {
+    let servers = options
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse::<ServerAddr>()
+                .map_err(|e| failed(format!("server {s}"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut connect = async_nats::ConnectOptions::new()
+        .connection_timeout(options.timeout)
+        .request_timeout(Some(options.timeout))
+        .max_reconnects(None);
+    connect = match &options.auth {
+        Auth::None => connect,
+        Auth::Token(token) => connect.token(token.clone()),
+        Auth::UserPassword { user, password } => {
+            connect.user_and_password(user.clone(), password.clone())
+        }
+    };
+    if let Some(ca) = &options.ca_file {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    connect
+        .connect(servers)
+        .await
+        .map_err(|e| failed(format!("connect to {}", options.servers.join(", ")), e))
+}
+
+fn context(client: async_nats::Client, options: &Options) -> Context {
+    let mut js = js::new(client);
+    js.set_timeout(options.timeout);
+    js
+}
+
+/// A KV bucket `P_<name>` with the options' replicas, created or updated.
+async fn bucket(js: &Context, options: &Options, name: &str) -> Result<kv::Store, NatsError> {
+    let bucket = format!("{}_{name}", options.prefix);
+    js.create_or_update_key_value(kv::Config {
+        bucket: bucket.clone(),
+        history: 1,
+        num_replicas: options.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| failed(format!("bucket {bucket}"), e))
+}
+
+impl JetStream {
+    /// Connects, creates (or updates) the streams, the consumer and the state bucket, and
+    /// starts watching the bucket and probing the cluster's health.
+    pub async fn open(options: &Options) -> Result<JetStream, NatsError> {
+        let client = connect(options).await?;
+        let max_payload = client.server_info().max_payload;
+        if max_payload < options.max_message_bytes {
+            return Err(failed(
+                "max_payload",
+                format!(
+                    "the server takes messages up to {max_payload} bytes, the queue needs {}; \
+                     set max_payload in the server config",
+                    options.max_message_bytes
+                ),
+            ));
+        }
+        let js = context(client.clone(), options);
+        let p = &options.prefix;
+        let max_message_size = i32::try_from(options.max_message_bytes).unwrap_or(i32::MAX);
+        let mut streams = Vec::new();
+        for (name, subject) in [("queue", "queue"), ("dead", "dead")] {
+            let name = format!("{p}_{name}");
+            js.create_or_update_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{p}.{subject}.>")],
+                max_messages_per_subject: 1,
+                max_message_size,
+                num_replicas: options.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(format!("stream {name}"), e))?;
+            let handle = js
+                .get_stream(&name)
+                .await
+                .map_err(|e| failed(format!("stream {name}"), e))?;
+            streams.push(handle);
+        }
+        let dead = streams.pop().expect("two streams");
+        let queue = streams.pop().expect("two streams");
+        let consumer = queue
+            .create_consumer(pull::Config {
+                durable_name: Some("deliver".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: 100_000,
+                filter_subject: format!("{p}.queue.>"),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(format!("consumer deliver of {p}_queue"), e))?;
+        let state = bucket(&js, options, "state").await?;
+        let inner = Arc::new(Inner {
+            client,
+            js,
+            prefix: p.clone(),
+            queue,
+            dead,
+            consumer,
+            state: state.clone(),
+            index: Mutex::new(Index::default()),
+            changed: Notify::new(),
+            unhealthy: Mutex::new(None),
+        });
+        // The index is complete before the first answer: read the bucket once, then follow.
+        let mut watch = state
+            .watch_with_history(">")
+            .await
+            .map_err(|e| failed(format!("watch {p}_state"), e))?;
+        let pending = state
+            .status()
+            .await
+            .map_err(|e| failed(format!("bucket {p}_state"), e))?
+            .values();
+        if pending > 0 {
+            // Up to the newest entry; the follower picks up whatever a timeout leaves.
+            while let Ok(Some(Ok(entry))) =
+                tokio::time::timeout(options.timeout, watch.next()).await
+            {
+                let current = entry.seen_current || entry.delta == 0;
+                inner.apply(entry);
+                if current {
+                    break;
+                }
+            }
+        }
+        tokio::spawn(follow(Arc::downgrade(&inner), watch));
+        tokio::spawn(probe(Arc::downgrade(&inner)));
+        Ok(JetStream { inner })
+    }
+
+    /// The records store in the same cluster (bucket `P_records`).
+    pub async fn records(&self, options: &Options) -> Result<JetRecords, NatsError> {
+        JetRecords::open(&self.inner.js, options).await
+    }
+}
+
+/// Follows the state bucket: other nodes' changes reach the index (and wake the delivery loop).
+async fn follow(inner: Weak<Inner>, mut watch: kv::Watch) {
+    loop {
+        while let Some(entry) = watch.next().await {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match entry {
+                Ok(entry) => {
+                    if inner.apply(entry) {
+                        inner.changed.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!("nats watch of the state bucket: {e}"),
+            }
+        }
+        // The watch ended (a lost connection): start over from the current values.
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if let Ok(w) = strong.state.watch_with_history(">").await {
+            watch = w;
+        }
+    }
+}
+
+/// Probes the cluster once a second: ready again on its own once the stream answers.
+async fn probe(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let reason = if inner.client.connection_state() != async_nats::connection::State::Connected
+        {
+            Some("nats: not connected to any server".to_owned())
+        } else {
+            match inner.queue.get_info().await {
+                Ok(_) => None,
+                Err(e) => Some(format!("nats stream {}_queue: {e}", inner.prefix)),
+            }
+        };
+        *lock(&inner.unhealthy) = reason;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A CAS update lost to another writer (an operator's change, another node's outcome).
+struct Conflict;
+
+impl Inner {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    /// Marks the backend unavailable (until the probe succeeds) and says why.
+    fn fail(&self, what: impl Into<String>, detail: impl std::fmt::Display) -> Unavailable {
+        let e = failed(what, detail);
+        *lock(&self.unhealthy) = Some(e.to_string());
+        Unavailable::new(e)
+    }
+
+    /// Applies a watched entry to the index; true if it told something new.
+    fn apply(&self, entry: kv::Entry) -> bool {
+        let Ok(key) = entry.key.parse::<Key>() else {
+            return false;
+        };
+        match entry.operation {
+            Operation::Put => match serde_json::from_slice::<Record>(&entry.value) {
+                Ok(record) => self.index().put(key, entry.revision, &record),
+                Err(_) => false,
+            },
+            Operation::Delete | Operation::Purge => {
+                self.index().delete(key, entry.revision);
+                true
+            }
+        }
+    }
+
+    fn subject(&self, stream: &str, key: Key) -> String {
+        format!("{}.{stream}.{key}", self.prefix)
+    }
+
+    /// The state record of `key` and its revision.
+    async fn load(&self, key: Key) -> Result<Option<(u64, Record)>, Unavailable> {
+        let entry = self
+            .state
+            .entry(key.to_string())
+            .await
+            .map_err(|e| self.fail(format!("state of {key}"), e))?;
+        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&entry.value)
+            .map_err(|e| self.fail(format!("state of {key}"), e))?;
+        Ok(Some((entry.revision, record)))
+    }
+
+    /// Writes `record` over revision `revision` (0: a new key, kept if it exists).
+    async fn save(
+        &self,
+        key: Key,
+        revision: u64,
+        record: &Record,
+    ) -> Result<Result<(), Conflict>, Unavailable> {
+        let value = Bytes::from(serde_json::to_vec(record).expect("a record serializes"));
+        let written = if revision == 0 {
+            // A new message: a publish retried after a timeout must not reset what the first
+            // one started (its delivery may be under way already).
+            match self.state.create(key.to_string(), value).await {
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(Ok(())),
+                other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
+            }
+        } else {
+            match self.state.update(key.to_string(), value, revision).await {
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    return Ok(Err(Conflict))
+                }
+                other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
+            }
+        }?;
+        self.index().put(key, written, record);
+        Ok(Ok(()))
+    }
+
+    /// Loads `key`, lets `change` decide (None: leave it), writes it back; again on a
+    /// conflict. Returns the record as it was before the change, or None if unknown.
+    async fn change<E: From<Unavailable>>(
+        &self,
+        key: Key,
+        mut change: impl FnMut(&mut Record) -> Result<bool, E>,
+    ) -> Result<Option<Record>, E> {
+        for _ in 0..5 {
+            let Some((revision, record)) = self.load(key).await? else {
+                return Ok(None);
+            };
+            let before = record.clone();
+            let mut after = record;
+            if !change(&mut after)? {
+                return Ok(Some(before));
+            }
+            if self.save(key, revision, &after).await?.is_ok() {
+                return Ok(Some(before));
+            }
+        }
+        Err(self
+            .fail(
+                format!("state of {key}"),
+                "changed by others five times in a row",
+            )
+            .into())
+    }
+
+    /// Publishes `payload` to `subject` and waits for the stream's ack.
+    async fn publish(
+        &self,
+        subject: String,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<(), Unavailable> {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert(header::NATS_MESSAGE_ID, id);
+        }
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|e| self.fail(format!("publish to {subject}"), e))?;
+        ack.await
+            .map_err(|e| self.fail(format!("publish to {subject}"), e))?;
+        Ok(())
+    }
+
+    /// The stored bytes on `subject` of `stream`, if any.
+    async fn body(
+        &self,
+        stream: &stream::Stream,
+        subject: String,
+    ) -> Result<Option<Bytes>, Unavailable> {
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(Some(m.payload)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(self.fail(format!("read {subject}"), e)),
+        }
+    }
+
+    /// Removes what `subject` holds in `stream`.
+    async fn purge(&self, stream: &stream::Stream, subject: String) -> Result<(), Unavailable> {
+        stream
+            .purge()
+            .filter(subject.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(format!("purge {subject}"), e))
+    }
+
+    /// Puts the stored body of `key` back on the queue, due now (a re-queue or retry now).
+    async fn republish(&self, key: Key, body: Bytes) -> Result<(), Unavailable> {
+        self.publish(self.subject("queue", key), body, None).await?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn busy(&self, key: Key) -> bool {
+        self.index().claimed.contains(&key)
+    }
+}
+
+/// A message handed to this node: the consumer's delivery (the ack handle) and its state.
+pub struct Claim {
+    key: Key,
+    attempts: u32,
+    since_ms: u64,
+    message: js::Message,
+    _held: Held,
+}
+
+/// Keeps a key in the index's claimed set while a claim lives, however it ends.
+struct Held {
+    inner: Arc<Inner>,
+    key: Key,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.inner.index().claimed.remove(&self.key);
+    }
+}
+
+impl Claimed for Claim {
+    fn key(&self) -> Key {
+        self.key
+    }
+    fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    fn since_ms(&self) -> u64 {
+        self.since_ms
+    }
+}
+
+/// Counts a claim in flight while it lives.
+pub struct Sending {
+    inner: Arc<Inner>,
+    key: Key,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.inner.index().sending.remove(&self.key);
+    }
+}
+
+impl JetStream {
+    /// Looks at one delivery from the consumer: a claim if its message is due by `now`, else
+    /// it goes back (delayed until due) or away (finished, deleted).
+    async fn consider(&self, message: js::Message, now: u64) -> Option<Claim> {
+        let inner = &self.inner;
+        let prefix = format!("{}.queue.", inner.prefix);
+        let Some(key) = message
+            .subject
+            .strip_prefix(&prefix)
+            .and_then(|k| k.parse::<Key>().ok())
+        else {
+            let _ = message.ack_with(AckKind::Term).await;
+            return None;
+        };
+        if inner.busy(key) {
+            // Redelivered to us while our own claim is still going: that one finishes it.
+            return None;
+        }
+        let record = match inner.load(key).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                return None;
+            }
+        };
+        let Some((_, record)) = record else {
+            // No state: being enqueued right now, or deleted (or its enqueue failed) long ago.
+            let young = message.info().is_ok_and(|i| {
+                let published = (i.published.unix_timestamp_nanos() / 1_000_000) as u64;
+                now_ms().saturating_sub(published) < ENQUEUE_GRACE.as_millis() as u64
+            });
+            if young {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            } else {
+                let _ = message.ack_with(AckKind::Term).await;
+                let _ = inner.purge(&inner.queue, inner.subject("queue", key)).await;
+            }
+            return None;
+        };
+        match record.state {
+            State::Delivered | State::Dead => {
+                let _ = message.ack().await;
+                None
+            }
+            State::Queued | State::Retrying => match record.due_ms {
+                Some(due) if due > now => {
+                    let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+                    let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
+                    None
+                }
+                _ => {
+                    inner.index().claimed.insert(key);
+                    Some(Claim {
+                        key,
+                        attempts: record.attempts,
+                        since_ms: record.since_ms,
+                        message,
+                        _held: Held {
+                            inner: inner.clone(),
+                            key,
+                        },
+                    })
+                }
+            },
+        }
+    }
+
+    async fn delete_now(&self, key: Key) -> Result<(), Unavailable> {
+        let inner = &self.inner;
+        inner
+            .state
+            .purge(key.to_string())
+            .await
+            .map_err(|e| inner.fail(format!("state of {key}"), e))?;
+        inner.index().delete(key, u64::MAX);
+        inner
+            .purge(&inner.queue, inner.subject("queue", key))
+            .await?;
+        inner.purge(&inner.dead, inner.subject("dead", key)).await
+    }
+}
+
+impl Storage for JetStream {
+    type Claim = Claim;
+    type Sending = Sending;
+
+    async fn enqueue(
+        &self,
+        id: Ulid,
+        copies: u8,
+        content: Vec<u8>,
+    ) -> Result<Vec<Key>, Unavailable> {
+        let inner = &self.inner;
+        let keys: Vec<Key> = match copies {
+            0 | 1 => vec![Key::new(id, 0)],
+            n => (1..=n).map(|c| Key::new(id, c)).collect(),
+        };
+        let body = Bytes::from(content);
+        // The messages first (a delivery that finds no state yet waits for it), then the state.
+        for key in &keys {
+            let name = key.to_string();
+            inner
+                .publish(inner.subject("queue", *key), body.clone(), Some(&name))
+                .await?;
+        }
+        let record = Record::new(now_ms());
+        for key in &keys {
+            let _ = inner.save(*key, 0, &record).await?;
+        }
+        inner.index().quiet_until_ms = 0;
+        inner.changed.notify_one();
+        Ok(keys)
+    }
+
+    async fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+        let inner = &self.inner;
+        if max == 0 {
+            return Vec::new();
+        }
+        let batch = match inner
+            .consumer
+            .fetch()
+            .max_messages(max.min(MAX_BATCH))
+            .messages()
+            .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                inner.fail("fetch from consumer deliver", e);
+                return Vec::new();
+            }
+        };
+        let messages: Vec<js::Message> = batch.filter_map(|m| async { m.ok() }).collect().await;
+        let mut claims = Vec::new();
+        for message in messages {
+            if let Some(claim) = self.consider(message, now_ms).await {
+                claims.push(claim);
+            }
+        }
+        claims.sort_by_key(|c| inner.index().get(c.key).and_then(|e| e.due_ms));
+        if claims.is_empty() {
+            inner.index().quiet_until_ms = storage::now_ms() + QUIET.as_millis() as u64;
+        }
+        claims
+    }
+
+    fn next_due_ms(&self) -> Option<u64> {
+        self.inner.index().next_due_ms()
+    }
+
+    async fn changed(&self) {
+        self.inner.changed.notified().await
+    }
+
+    async fn read(&self, claim: &Claim) -> Result<Vec<u8>, Unavailable> {
+        Ok(claim.message.payload.to_vec())
+    }
+
+    async fn release(&self, claim: Claim) {
+        // Confirmed, so that the next fetch (here or on any node) finds it due again.
+        if let Err(e) = claim.message.double_ack_with(AckKind::Nak(None)).await {
+            tracing::warn!("nats release of {}: {e}", claim.key);
+        }
+        drop(claim);
+        self.inner.index().quiet_until_ms = 0;
+        self.inner.changed.notify_one();
+    }
+
+    fn sending(&self, claim: &Claim) -> Sending {
+        self.inner.index().sending.insert(claim.key);
+        Sending {
+            inner: self.inner.clone(),
+            key: claim.key,
+        }
+    }
+
+    async fn finish(
+        &self,
+        claim: Claim,
+        attempt: Option<&Attempt>,
+        outcome: Outcome,
+    ) -> Result<(), Unavailable> {
+        let inner = &self.inner;
+        let key = claim.key;
+        if outcome == Outcome::Dead {
+            // The dead letter first: a crash after it leaves a dead copy and a queued one,
+            // attempted again (a duplicate), never neither.
+            inner
+                .publish(
+                    inner.subject("dead", key),
+                    claim.message.payload.clone(),
+                    None,
+                )
+                .await?;
+        }
+        let now = now_ms();
+        let known = inner
+            .change(key, |r: &mut Record| -> Result<bool, Unavailable> {
+                if let Some(a) = attempt {
+                    r.attempts += 1;
+                    r.history.push(a.clone());
+                }
+                match outcome {
+                    Outcome::Retry { due_ms } => {
+                        r.state = State::Retrying;
+                        r.due_ms = Some(due_ms);
+                    }
+                    Outcome::Delivered | Outcome::Dead => {
+                        r.state = if outcome == Outcome::Dead {
+                            State::Dead
+                        } else {
+                            State::Delivered
+                        };
+                        r.due_ms = None;
+                        r.finished_ms = Some(now);
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        let acked = match outcome {
+            _ if known.is_none() => claim.message.ack().await, // deleted meanwhile
+            Outcome::Retry { due_ms } => {
+                let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
+                claim
+                    .message
+                    .double_ack_with(AckKind::Nak(Some(wait)))
+                    .await
+            }
+            Outcome::Delivered => claim.message.double_ack().await,
+            Outcome::Dead => {
+                let _ = claim.message.ack().await;
+                inner
+                    .purge(&inner.queue, inner.subject("queue", key))
+                    .await?;
+                Ok(())
+            }
+        };
+        // The state is recorded; a lost ack only means the server redelivers, and the state
+        // then says what to do.
+        if let Err(e) = acked {
+            tracing::warn!("nats ack of {key}: {e}");
+        }
+        Ok(())
+    }
+
+    async fn status(&self, key: Key) -> Result<Option<Status>, Unavailable> {
+        Ok(self.inner.load(key).await?.map(|(_, r)| Status {
+            key,
+            state: r.state,
+            attempts: r.attempts,
+            next_attempt_ms: r.due_ms,
+        }))
+    }
+
+    async fn attempts(&self, key: Key) -> Result<Vec<Attempt>, Unavailable> {
+        Ok(self
+            .inner
+            .load(key)
+            .await?
+            .map(|(_, r)| r.history)
+            .unwrap_or_default())
+    }
+
+    async fn message(&self, key: Key, limit: usize) -> Result<Option<Vec<u8>>, Unavailable> {
+        let inner = &self.inner;
+        let Some((_, record)) = inner.load(key).await? else {
+            return Ok(None);
+        };
+        let (stream, name) = match record.state {
+            State::Dead => (&inner.dead, "dead"),
+            _ => (&inner.queue, "queue"),
+        };
+        Ok(inner
+            .body(stream, inner.subject(name, key))
+            .await?
+            .map(|b| b[..b.len().min(limit)].to_vec()))
+    }
+
+    async fn copies(&self, key: Key) -> Result<Vec<Key>, Unavailable> {
+        if self.inner.load(key).await?.is_some() {
+            return Ok(vec![key]);
+        }
+        if key.copy() != 0 {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        for copy in self.inner.index().copies(key) {
+            found.push(copy);
+        }
+        Ok(found)
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, Unavailable> {
+        Ok(self.inner.index().list())
+    }
+
+    fn counts(&self) -> Counts {
+        self.inner.index().counts()
+    }
+
+    fn oldest_age(&self) -> Option<Duration> {
+        self.inner.index().oldest_age()
+    }
+
+    async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
+        let inner = &self.inner;
+        let Some((_, record)) = inner.load(key).await? else {
+            return Err(RequeueError::NotDead(key));
+        };
+        if record.state != State::Dead {
+            return Err(RequeueError::NotDead(key));
+        }
+        let Some(body) = inner.body(&inner.dead, inner.subject("dead", key)).await? else {
+            return Err(inner
+                .fail(format!("dead letter {key}"), "its body is missing")
+                .into());
+        };
+        // The state first: a crash before the publish leaves a retrying message without a
+        // queued copy, which retry now (or a second re-queue of the dead letter) repairs.
+        let now = now_ms();
+        let changed = inner
+            .change(key, |r: &mut Record| {
+                if r.state != State::Dead {
+                    return Err(RequeueError::NotDead(key));
+                }
+                r.state = State::Retrying;
+                r.attempts = 0;
+                r.since_ms = now;
+                r.due_ms = Some(now);
+                r.finished_ms = None;
+                Ok(true)
+            })
+            .await?;
+        if changed.is_none() {
+            return Err(RequeueError::NotDead(key));
+        }
+        inner.republish(key, body).await?;
+        inner.purge(&inner.dead, inner.subject("dead", key)).await?;
+        Ok(())
+    }
+
+    async fn retry_now(&self, key: Key) -> Result<(), ChangeError> {
+        let inner = &self.inner;
+        if inner.busy(key) {
+            return Err(ChangeError::InFlight(key));
+        }
+        let Some((_, record)) = inner.load(key).await? else {
+            return Err(ChangeError::NotFound(key));
+        };
+        match record.state {
+            State::Delivered => Err(ChangeError::Delivered(key)),
+            State::Queued => Ok(()),
+            State::Dead => self.requeue(key).await.map_err(|e| match e {
+                RequeueError::NotDead(k) => ChangeError::InFlight(k),
+                RequeueError::Unavailable(u) => ChangeError::Unavailable(u),
+            }),
+            State::Retrying => {
+                let Some(body) = inner
+                    .body(&inner.queue, inner.subject("queue", key))
+                    .await?
+                else {
+                    return Err(inner
+                        .fail(format!("message {key}"), "its body is missing")
+                        .into());
+                };
+                let now = now_ms();
+                inner
+                    .change(key, |r: &mut Record| -> Result<bool, ChangeError> {
+                        r.due_ms = Some(now);
+                        Ok(r.state == State::Retrying)
+                    })
+                    .await?;
+                // Replaces the delayed copy the consumer holds: due now, to any node.
+                inner.republish(key, body).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete(&self, key: Key) -> Result<State, ChangeError> {
+        if self.inner.busy(key) {
+            return Err(ChangeError::InFlight(key));
+        }
+        let Some((_, record)) = self.inner.load(key).await? else {
+            return Err(ChangeError::NotFound(key));
+        };
+        self.delete_now(key).await?;
+        Ok(record.state)
+    }
+
+    async fn purge_dead(&self) -> Result<usize, Unavailable> {
+        let dead = self.inner.index().in_state(State::Dead);
+        for (key, _) in &dead {
+            self.delete_now(*key).await?;
+        }
+        Ok(dead.len())
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<usize, Unavailable> {
+        let before = now_ms().saturating_sub(retention.as_millis() as u64);
+        let old: Vec<Key> = self
+            .inner
+            .index()
+            .in_state(State::Delivered)
+            .into_iter()
+            .filter(|(_, e)| e.finished_ms.is_some_and(|f| f < before))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &old {
+            self.delete_now(*key).await?;
+        }
+        Ok(old.len())
+    }
+
+    fn unhealthy_reason(&self) -> Option<String> {
+        lock(&self.inner.unhealthy).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
