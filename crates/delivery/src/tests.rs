@@ -356,15 +356,27 @@ async fn a_held_message_waits_without_an_attempt_and_goes_once_released() {
         keys.push(c.put("paused 200").await);
     }
     let other = c.put("other 200").await;
-    c.wait_until("every held message was held a few times, the other delivered", |c| {
-        c.script.held.load(Ordering::SeqCst) >= 20 && c.state(other) == spool::State::Delivered
-    })
+    c.wait_until(
+        "every held message was held a few times, the other delivered",
+        |c| c.script.held.load(Ordering::SeqCst) >= 20 && c.state(other) == spool::State::Delivered,
+    )
     .await;
     for key in &keys {
-        assert!(c.spool.attempts(*key).is_empty(), "a hold is not an attempt");
-        assert_ne!(c.state(*key), spool::State::Dead, "max_attempts 1 is not used up");
+        assert!(
+            c.spool.attempts(*key).is_empty(),
+            "a hold is not an attempt"
+        );
+        assert_ne!(
+            c.state(*key),
+            spool::State::Dead,
+            "max_attempts 1 is not used up"
+        );
     }
-    assert_eq!(c.script.sent.load(Ordering::SeqCst), 1, "only the other one was sent");
+    assert_eq!(
+        c.script.sent.load(Ordering::SeqCst),
+        1,
+        "only the other one was sent"
+    );
     c.script.paused.lock().unwrap().clear();
     c.wait_until("the held ones are delivered once released", |c| {
         keys.iter().all(|k| c.state(*k) == spool::State::Delivered)

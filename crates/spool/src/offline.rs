@@ -101,6 +101,11 @@ pub fn describe(dir: &Path, seen: &Seen) -> Listed {
     }
 }
 
+/// The file of a message seen by [`snapshot`] (it may have moved since).
+pub fn path(dir: &Path, seen: &Seen) -> PathBuf {
+    seen.folder.path(dir).join(&seen.name)
+}
+
 /// Finds one message by key, wherever it is.
 pub fn find(dir: &Path, key: Key) -> io::Result<Option<Listed>> {
     let name = key.to_string();
