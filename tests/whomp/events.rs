@@ -18,7 +18,12 @@ const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NEW: &str = "whsec_c2Vjb25kIGtleSBmb3Igd2hvbXAgdGVzdHM=";
 
 /// `METHOD path` with a JSON body (or none); the status and the answer as JSON.
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -29,7 +34,7 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u1
 }
 
 /// Creates a document; its id.
-fn create(w: &Whomp, kind: &str, body: Value) -> String {
+pub(crate) fn create(w: &Whomp, kind: &str, body: Value) -> String {
     let (status, answer) = call(
         w.submit_addr(),
         "POST",
@@ -41,7 +46,7 @@ fn create(w: &Whomp, kind: &str, body: Value) -> String {
 }
 
 /// A target at `url`, a filter of `events` and a subscription binding them; the target's id.
-fn subscribe(w: &Whomp, url: &str, events: &[&str], extra: Value) -> String {
+pub(crate) fn subscribe(w: &Whomp, url: &str, events: &[&str], extra: Value) -> String {
     let mut target = json!({"url": url});
     if let (Some(t), Some(e)) = (target.as_object_mut(), extra.as_object()) {
         t.extend(e.clone());
@@ -56,7 +61,7 @@ fn subscribe(w: &Whomp, url: &str, events: &[&str], extra: Value) -> String {
     target
 }
 
-fn post_event(w: &Whomp, event: &Value) -> (u16, Value) {
+pub(crate) fn post_event(w: &Whomp, event: &Value) -> (u16, Value) {
     call(w.submit_addr(), "POST", "/v1/events", Some(event))
 }
 

@@ -14,6 +14,7 @@ mod secrets;
 mod signing;
 mod soak;
 mod submit;
+mod targets;
 mod tls;
 
 use std::collections::HashMap;

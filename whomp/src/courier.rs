@@ -14,6 +14,9 @@
 //! checked addresses are leased to the client's resolver for the attempt (see [`crate::live`]),
 //! the request is signed if its submission named a key (an event's delivery: with every
 //! current secret of its target, space-separated), and sent.
+//!
+//! An event's delivery whose target is paused is held, not attempted
+//! ([`crate::events::Events::hold`]).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,6 +55,8 @@ pub struct Payload {
     request: delivery::Request,
     /// Every key signs (several during a rotation); empty: unsigned.
     keys: Vec<Vec<u8>>,
+    /// The webhook target of an event's delivery.
+    webhook: Option<String>,
 }
 
 impl delivery::Courier for Courier {
@@ -124,6 +129,7 @@ impl delivery::Courier for Courier {
                 target,
                 id: message.meta.id,
                 keys,
+                webhook: message.meta.target,
             },
         })
     }
@@ -135,6 +141,7 @@ impl delivery::Courier for Courier {
             id,
             mut request,
             keys,
+            webhook: _,
         } = payload;
         let addrs = match live.guard.resolve_checked(&target).await {
             Ok(addrs) => addrs,
@@ -175,6 +182,13 @@ impl delivery::Courier for Courier {
             }
         }
         Ok(delivery::send(&live.client, request).await)
+    }
+
+    fn hold(&self, key: Key, payload: &Payload) -> Option<u64> {
+        let webhook = payload.webhook.as_deref()?;
+        self.events
+            .hold(webhook, key)
+            .then(|| spool::now_ms() + crate::events::control::HOLD.as_millis() as u64)
     }
 
     fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {

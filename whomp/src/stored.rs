@@ -210,6 +210,15 @@ pub fn host_of(head: &[u8]) -> Option<String> {
     Some(target.host.to_string())
 }
 
+/// The value of metadata field `name` (e.g. [`meta::TARGET`]) in the head of a stored file.
+pub fn meta_of(head: &[u8], name: &str) -> Option<String> {
+    let (head, _) = httpmsg::parse_head_with(head, &READ_LIMITS).ok()?;
+    head.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Whether a field name is whomp metadata.
 pub fn is_meta(name: &str) -> bool {
     name.len() >= meta::PREFIX.len()

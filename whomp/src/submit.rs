@@ -143,7 +143,15 @@ impl Submissions {
         match (path.as_str(), path.strip_prefix("/v1/messages/")) {
             ("/v1/messages", _) if method == Method::POST => self.submit(&live, &caller, req).await,
             ("/v1/preflight", _) if method == Method::POST => self.preflight(&live, req).await,
-            ("/v1/messages" | "/v1/preflight", _) => not_allowed("POST"),
+            ("/v1/messages", _) if method == Method::GET => {
+                let query = req.uri().query().unwrap_or_default();
+                match self.events.list_messages(query).await {
+                    Ok(page) => json_response(StatusCode::OK, &page),
+                    Err(refusal) => refusal.into_response(),
+                }
+            }
+            ("/v1/messages", _) => not_allowed("GET, POST"),
+            ("/v1/preflight", _) => not_allowed("POST"),
             (_, Some(rest)) => match rest.split_once('/') {
                 None if method == Method::GET => self.status(rest).await,
                 None => not_allowed("GET"),

@@ -11,7 +11,9 @@
 //!   it wait in a queue of keys that holds no worker and no body, so a destination that hangs
 //!   until its timeout slows nobody else;
 //! - on shutdown nothing new starts, in-flight attempts get a grace period, and whatever is
-//!   left is simply still in the spool for the next start.
+//!   left is simply still in the spool for the next start;
+//! - a message the courier holds ([`Courier::hold`]: whomp's paused webhook target) is handed
+//!   back due later without an attempt: its attempt count and history do not change.
 
 mod http;
 mod shown;
@@ -77,6 +79,13 @@ pub trait Courier: Send + Sync + 'static {
     /// by the [`Ready`] one.
     fn send(&self, payload: Self::Payload) -> impl Future<Output = Result<Sent, Refused>> + Send;
 
+    /// Whether a prepared message must wait rather than be attempted (its destination is paused):
+    /// when to look at it again, ms since the epoch. A held message is given back due then with
+    /// no attempt recorded. Called on an async worker, so it must be quick (no I/O).
+    fn hold(&self, _key: Key, _payload: &Self::Payload) -> Option<u64> {
+        None
+    }
+
     /// Counts an attempt's outcome in metrics (the engine logs it).
     fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished);
 }
@@ -133,7 +142,7 @@ enum Event<P, K> {
     /// An attempt's request is over (answered, failed or timed out): its destination slot is
     /// free, while recording the outcome still holds the message's place in `concurrency`.
     Sent { destination: Arc<str> },
-    /// An attempt (or a refusal) was recorded in storage.
+    /// An attempt (or a refusal, or a hold) was recorded in storage.
     AttemptDone,
 }
 
@@ -324,7 +333,22 @@ fn prepare<C: Courier, S: Storage>(
     // thread switches a hand-off adds (BENCHMARKS.md, "What changed").
     tokio::spawn(async move {
         let prepared = match spool.read(&claim).await {
-            Ok(bytes) => courier.prepare(claim.key(), bytes),
+            Ok(bytes) => match courier.prepare(claim.key(), bytes) {
+                Ok(ready) => match courier.hold(claim.key(), &ready.payload) {
+                    Some(due_ms) => {
+                        if let Some(d) = &reserved {
+                            let _ = tx.send(Event::Sent {
+                                destination: d.clone(),
+                            });
+                        }
+                        hold(&spool, claim, due_ms).await;
+                        let _ = tx.send(Event::AttemptDone);
+                        return;
+                    }
+                    None => Ok(ready),
+                },
+                Err(refused) => Err(refused),
+            },
             Err(e) => Err(Refused {
                 target: String::new(),
                 error: e.to_string(),
@@ -338,6 +362,16 @@ fn prepare<C: Courier, S: Storage>(
             reserved,
         });
     });
+}
+
+/// Gives a held message back, due at `due_ms`, without an attempt (and so without touching its
+/// attempt count or history).
+async fn hold<S: Storage>(spool: &S, claim: S::Claim, due_ms: u64) {
+    let key = claim.key();
+    tracing::debug!(id = %key, "held; not attempted");
+    if let Err(e) = spool.finish(claim, None, Outcome::Retry { due_ms }).await {
+        tracing::error!(id = %key, error = %e, "could not hold the message; it stays queued");
+    }
 }
 
 fn attempt<C: Courier, S: Storage>(

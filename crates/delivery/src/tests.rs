@@ -17,6 +17,9 @@ struct Script {
     observed: Mutex<Vec<(String, Finished)>>,
     /// Destinations whose attempts were refused at send time, as observed.
     refused: Mutex<Vec<String>>,
+    /// Destinations held (paused): their messages are given back without an attempt.
+    paused: Mutex<Vec<String>>,
+    held: AtomicUsize,
 }
 
 impl Courier for Script {
@@ -72,6 +75,14 @@ impl Courier for Script {
         })
     }
 
+    fn hold(&self, _key: Key, (dest, _): &(String, u16)) -> Option<u64> {
+        if !self.paused.lock().unwrap().contains(dest) {
+            return None;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        Some(now_ms() + 10)
+    }
+
     fn observe(&self, reach: Reach<'_>, _attempt: &Attempt, outcome: &Finished) {
         if let Reach::Refused(d) = reach {
             self.refused.lock().unwrap().push(d.to_owned());
@@ -119,6 +130,8 @@ fn check(max_attempts: Option<u32>) -> Check {
         sent: AtomicUsize::new(0),
         observed: Mutex::default(),
         refused: Mutex::default(),
+        paused: Mutex::default(),
+        held: AtomicUsize::new(0),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = Limits {
@@ -331,5 +344,48 @@ async fn in_flight_counts_attempts_being_sent_not_messages_waiting_for_a_slot() 
         c.spool.counts() == spool::Counts::default()
     })
     .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_waits_without_an_attempt_and_goes_once_released() {
+    let c = check(Some(1));
+    c.script.paused.lock().unwrap().push("paused".into());
+    // More than the destination's two slots, so held messages also come through the wait queue.
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(c.put("paused 200").await);
+    }
+    let other = c.put("other 200").await;
+    c.wait_until(
+        "every held message was held a few times, the other delivered",
+        |c| c.script.held.load(Ordering::SeqCst) >= 20 && c.state(other) == spool::State::Delivered,
+    )
+    .await;
+    for key in &keys {
+        assert!(
+            c.spool.attempts(*key).await.unwrap().is_empty(),
+            "a hold is not an attempt"
+        );
+        assert_ne!(
+            c.state(*key),
+            spool::State::Dead,
+            "max_attempts 1 is not used up"
+        );
+    }
+    assert_eq!(
+        c.script.sent.load(Ordering::SeqCst),
+        1,
+        "only the other one was sent"
+    );
+    c.script.paused.lock().unwrap().clear();
+    c.wait_until("the held ones are delivered once released", |c| {
+        keys.iter().all(|k| c.state(*k) == spool::State::Delivered)
+    })
+    .await;
+    for key in &keys {
+        assert_eq!(c.spool.attempts(*key).await.unwrap().len(), 1);
+    }
+    assert_eq!(c.script.sent.load(Ordering::SeqCst), 6);
     c.stop().await;
 }

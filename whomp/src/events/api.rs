@@ -67,7 +67,7 @@ impl Kind {
 }
 
 /// A refusal: its status and JSON body.
-pub(super) struct Refusal(pub StatusCode, pub Value);
+pub(crate) struct Refusal(pub StatusCode, pub Value);
 
 impl Refusal {
     pub(super) fn field(status: StatusCode, invalid: Invalid) -> Refusal {
@@ -97,7 +97,7 @@ impl Refusal {
         )
     }
 
-    pub(super) fn into_response(self) -> Resp {
+    pub(crate) fn into_response(self) -> Resp {
         let resp = json_response(self.0, &self.1);
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
             edge::retry_later(resp)
@@ -131,6 +131,9 @@ impl Events {
         ) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
         };
+        if let (Kind::Target, Some(id), Some(action)) = (kind, id, action) {
+            return self.target_action(id, action, &method, &query).await;
+        }
         if action.is_some() {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
         }
@@ -151,6 +154,27 @@ impl Events {
         };
         match answer {
             Ok((status, body)) => json_response(status, &body),
+            Err(refusal) => refusal.into_response(),
+        }
+    }
+
+    /// `POST /v1/webhooks/targets/<id>/{pause,resume,recover}` ([`super::control`]).
+    async fn target_action(&self, id: &str, action: &str, method: &Method, query: &str) -> Resp {
+        if !matches!(action, "pause" | "resume" | "recover") {
+            return json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
+        }
+        if method != Method::POST {
+            return not_allowed("POST");
+        }
+        let answer = match action {
+            "recover" => match super::control::since_ms(query) {
+                Ok(since) => self.recover(id, since).await,
+                Err(r) => Err(r),
+            },
+            paused => self.set_paused(id, paused == "pause").await,
+        };
+        match answer {
+            Ok(body) => json_response(StatusCode::OK, &body),
             Err(refusal) => refusal.into_response(),
         }
     }
@@ -246,6 +270,7 @@ impl Events {
                     description: String::new(),
                     secrets: Vec::new(),
                     headers: Vec::new(),
+                    paused: false,
                     created_at: now.clone(),
                     updated_at: now,
                 };

@@ -54,6 +54,7 @@ mod tests {
                 description: String::new(),
                 secrets: vec![],
                 headers: vec![],
+                paused: false,
                 created_at: String::new(),
                 updated_at: String::new(),
             },

@@ -13,11 +13,15 @@
 //! - [`index`]: the documents in memory, and matching;
 //! - [`store`]: changes, durable before they are applied in memory;
 //! - [`api`]: the REST API under `/v1/webhooks/`;
-//! - [`fanout`]: `POST /v1/events`, its de-duplication by event id.
+//! - [`fanout`]: `POST /v1/events`, its de-duplication by event id;
+//! - [`control`]: pausing, resuming and recovering a target's deliveries;
+//! - [`listing`]: `GET /v1/messages`, deliveries and raw messages by target, state, host, time.
 
 pub mod api;
+pub mod control;
 pub mod fanout;
 pub mod index;
+pub mod listing;
 pub mod model;
 pub mod store;
 
@@ -55,6 +59,8 @@ pub struct Events {
     /// Event ids being fanned out right now; a second post of one waits for none, it is a 409.
     pending: Mutex<HashSet<String>>,
     retention: Duration,
+    /// Deliveries held because their target is paused, by target id: resuming makes them due.
+    held: Mutex<HashMap<String, HashSet<spool::Key>>>,
 }
 
 /// Why the event layer could not start.
@@ -97,6 +103,7 @@ impl Events {
             seen: Mutex::new(seen),
             pending: Mutex::new(HashSet::new()),
             retention,
+            held: Mutex::new(HashMap::new()),
         })
     }
 

@@ -31,6 +31,9 @@ pub struct Target {
     /// Extra header fields sent with every delivery, in order.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// Paused (`POST .../pause`): its deliveries are held, not attempted, until resumed.
+    #[serde(default)]
+    pub paused: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -327,6 +330,7 @@ mod tests {
             description: String::new(),
             secrets: vec![],
             headers: vec![],
+            paused: false,
             created_at: String::new(),
             updated_at: String::new(),
         };
