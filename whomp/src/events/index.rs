@@ -16,7 +16,7 @@ pub struct Index {
 
 impl Index {
     /// The active subscriptions whose filter matches event type `name`, with their targets,
-    /// by subscription id. A target bound twice gets the event twice (two subscriptions).
+    /// by subscription id; a disabled target's subscriptions get nothing. A target bound twice gets the event twice (two subscriptions).
     pub fn matching(&self, name: &str) -> Vec<(&Subscription, &Target)> {
         self.subscriptions
             .values()
@@ -27,6 +27,7 @@ impl Index {
                     .is_some_and(|f| f.events.iter().any(|p| model::matches(p, name)))
             })
             .filter_map(|s| Some((s, self.targets.get(&s.target_id)?)))
+            .filter(|(_, t)| !t.disabled)
             .collect()
     }
 
@@ -53,10 +54,7 @@ mod tests {
                 url: "https://a.example/".into(),
                 description: String::new(),
                 secrets: vec![],
-                headers: vec![],
-                paused: false,
-                created_at: String::new(),
-                updated_at: String::new(),
+                ..Default::default()
             },
         );
         for (id, events) in filters {
