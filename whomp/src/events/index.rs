@@ -106,4 +106,42 @@ mod tests {
         assert_eq!(check(filters, &subs, "a.z"), ["s2"]);
         assert_eq!(check(filters, &subs, "a"), Vec::<String>::new());
     }
+
+    #[test]
+    fn a_disabled_targets_subscriptions_get_nothing() {
+        let filters: &[(&str, &[&str])] = &[("wild", &["a.*"])];
+        let mut index = Index::default();
+        index.targets.insert(
+            "t".into(),
+            Target {
+                id: "t".into(),
+                disabled: true,
+                ..Default::default()
+            },
+        );
+        index.filters.insert(
+            "wild".into(),
+            Filter {
+                id: "wild".into(),
+                events: vec!["a.*".into()],
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        );
+        index.subscriptions.insert(
+            "s".into(),
+            Subscription {
+                id: "s".into(),
+                target_id: "t".into(),
+                filter_id: "wild".into(),
+                active: true,
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        );
+        assert!(index.matching("a.b").is_empty());
+        index.targets.get_mut("t").unwrap().disabled = false;
+        assert_eq!(index.matching("a.b").len(), 1);
+        assert_eq!(check(filters, &[("s", "wild", true)], "a.b"), ["s"]);
+    }
 }
