@@ -810,7 +810,8 @@ pub(crate) fn events(s: &Settings) -> anyhow::Result<()> {
             drop(whomp);
         }
 
-        let direct = Target::post(receiver_for_ceiling()?.addr, "/in", BODY);
+        let ceiling = Receiver::start(Instant::now(), 0, false)?;
+        let direct = Target::post(ceiling.addr, "/in", BODY);
         let load = loadavg();
         let c = load::closed_loop(&direct, per_host, s.warmup, s.measure)?;
         note(
@@ -853,11 +854,6 @@ pub(crate) fn events(s: &Settings) -> anyhow::Result<()> {
     }
     print_targets(&f, &targets);
     clean_up(s, keep)
-}
-
-/// A receiver that answers at once, for the client-loop ceiling.
-fn receiver_for_ceiling() -> anyhow::Result<Receiver> {
-    Receiver::start(Instant::now(), 0, false)
 }
 
 /// `n` targets at the receiver (distinct paths), one filter of `bench.*`, a subscription each.
