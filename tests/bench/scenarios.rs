@@ -1,5 +1,6 @@
 //! The scenarios of issue 5 §1, each measuring its figures next to their ceilings in the same
-//! run: `ingest`, `e2e`, `whomp`, `whomp-dns`, `scale`, `size`, plus `machine` (what it ran on).
+//! run: `ingest`, `e2e`, `whomp`, `whomp-dns`, `scale`, `size`, `events` (issue 13: events
+//! fanned out to 1, 10 and 100 targets), plus `machine` (what it ran on).
 //!
 //! Every scenario prints each run as it finishes (with the load average, so that a disturbed
 //! run can be spotted) and ends with a Markdown table of medians and spreads, ready for
@@ -746,6 +747,154 @@ fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+// ------------------------------------------------------------------ events
+
+/// whomp's event layer (issue 13): events accepted per second when each fans out to 1, 10 and
+/// 100 targets (every delivery durable before the 202, fsync on), the receiver holding; then
+/// released, the deliveries per second draining them; next to the same ceilings as `whomp`.
+pub(crate) fn events(s: &Settings) -> anyhow::Result<()> {
+    let mut keep = Vec::new();
+    let mut f = Figures::default();
+    let per_host = 8;
+    println!(
+        "events: 1 KiB JSON events, {CONCURRENCY} connections, each fanned out to N targets on one receiver (holding, then released to drain); ceilings: maildir loop fsync on, client loop of {per_host} to the receiver"
+    );
+    for run in 1..=s.runs {
+        for fan_out in [1usize, 10, 100] {
+            let dir = tempdir(s, &mut keep)?;
+            let receiver = Receiver::start(Instant::now(), 0, true)?;
+            let whomp = start_whomp(s, &dir, &receiver.addr, per_host, "")?;
+            let submit = whomp.addr("submit")?;
+            subscribe_targets(submit, &receiver.addr, fan_out)?;
+            let payload = "x".repeat(BODY - 60);
+            let target = Target {
+                addr: submit,
+                path: "/v1/events".into(),
+                headers: "Content-Type: application/json\r\n".into(),
+                body: format!(
+                    "{{\"type\":\"bench.created\",\"payload\":{{\"data\":\"{payload}\"}}}}"
+                )
+                .into_bytes(),
+            };
+            let load = loadavg();
+            let r = load::closed_loop(&target, CONCURRENCY, s.warmup, s.measure)?;
+            if r.failed > 0 {
+                println!("run {run}: events: {} posts failed", r.failed);
+            }
+            let name = format!("events fanned out to {fan_out}");
+            note(run, &name, describe(r.rate, &r.latencies), &load);
+            f.add_load(&format!("{name}: events accepted"), r.rate, &r.latencies);
+            f.add(
+                &format!("{name}: deliveries stored/s"),
+                r.rate * fan_out as f64,
+            );
+            let queued = queued_in(&whomp)?;
+            let (delivered, took) = drain(&receiver, queued);
+            let rate = delivered as f64 / took;
+            note(
+                run,
+                &format!("{name}: drain"),
+                format!("{rate:>8.0}/s  ({delivered} of {queued} in {took:.1} s)"),
+                &load,
+            );
+            f.add(&format!("{name}: deliveries/s draining"), rate);
+            drop(whomp);
+        }
+
+        let ceiling = Receiver::start(Instant::now(), 0, false)?;
+        let direct = Target::post(ceiling.addr, "/in", BODY);
+        let load = loadavg();
+        let c = load::closed_loop(&direct, per_host, s.warmup, s.measure)?;
+        note(
+            run,
+            &format!("client loop of {per_host} → receiver"),
+            describe(c.rate, &c.latencies),
+            &load,
+        );
+        f.add_load(
+            &format!("client loop, {per_host} connections → receiver"),
+            c.rate,
+            &c.latencies,
+        );
+        let dir = tempdir(s, &mut keep)?;
+        let load = loadavg();
+        let d = disk::maildir_loop(&dir, true, CONCURRENCY, BODY + 400, s.warmup, s.measure)?;
+        note(
+            run,
+            "maildir loop, fsync on",
+            describe(d.rate, &d.latencies),
+            &load,
+        );
+        f.add("maildir loop, fsync on, 64 threads: msg/s", d.rate);
+    }
+    f.print("events");
+    let mut targets = Vec::new();
+    for fan_out in [1usize, 10, 100] {
+        targets.push(Target2 {
+            what: "deliveries stored per second / durable maildir loop",
+            figure: format!("events fanned out to {fan_out}: deliveries stored/s"),
+            ceiling: "maildir loop, fsync on, 64 threads: msg/s".into(),
+            goal: 0.0,
+        });
+        targets.push(Target2 {
+            what: "deliveries draining / client loop",
+            figure: format!("events fanned out to {fan_out}: deliveries/s draining"),
+            ceiling: format!("client loop, {per_host} connections → receiver: req/s"),
+            goal: 0.0,
+        });
+    }
+    print_targets(&f, &targets);
+    clean_up(s, keep)
+}
+
+/// `n` targets at the receiver (distinct paths), one filter of `bench.*`, a subscription each.
+fn subscribe_targets(submit: SocketAddr, receiver: &SocketAddr, n: usize) -> anyhow::Result<()> {
+    // The document's own `"id":"01J..."` (other ids are `targetId`, `filterId`).
+    let id = |answer: &str| -> anyhow::Result<String> {
+        answer
+            .split_once("\"id\":\"")
+            .and_then(|(_, rest)| rest.split('"').next())
+            .map(str::to_owned)
+            .with_context(|| format!("no id in {answer}"))
+    };
+    let filter = id(&http_post_json(
+        submit,
+        "/v1/webhooks/filters",
+        r#"{"events": ["bench.*"]}"#,
+    )?)?;
+    for i in 0..n {
+        let target = id(&http_post_json(
+            submit,
+            "/v1/webhooks/targets",
+            &format!(r#"{{"url": "http://{receiver}/t{i}"}}"#),
+        )?)?;
+        id(&http_post_json(
+            submit,
+            "/v1/webhooks/subscriptions",
+            &format!(r#"{{"targetId": "{target}", "filterId": "{filter}"}}"#),
+        )?)?;
+    }
+    Ok(())
+}
+
+/// `POST path` with a JSON body; the answer's body.
+fn http_post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

@@ -8,6 +8,7 @@ mod conns;
 mod delivery;
 mod events;
 mod isolated;
+mod notify;
 mod ops;
 mod preflight;
 mod secrets;

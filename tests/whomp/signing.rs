@@ -58,7 +58,7 @@ fn secret(key: &str) -> Vec<u8> {
 }
 
 /// Verifies a received request the way a Standard Webhooks receiver does.
-fn verify(r: &Received, key: &str, id: &str) {
+pub(crate) fn verify(r: &Received, key: &str, id: &str) {
     assert_eq!(
         r.header("webhook-id"),
         Some(id),

@@ -109,7 +109,7 @@ impl delivery::Courier for Forwarder {
         Ok(delivery::send(&self.client, request).await)
     }
 
-    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
+    fn observe(&self, _key: Key, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
         let label = match outcome {
             Finished::Delivered => names::OUTCOME_DELIVERED,
             Finished::Retry { .. } if attempt.status.is_some() => names::OUTCOME_RETRY,

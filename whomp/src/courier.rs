@@ -16,7 +16,11 @@
 //! current secret of its target, space-separated), and sent.
 //!
 //! An event's delivery whose target is paused is held, not attempted
-//! ([`crate::events::Events::hold`]).
+//! ([`crate::events::Events::hold`]). What an outcome means beyond metrics (a dead delivery, a
+//! target failing or recovered) is the event layer's: the courier hands it what it read of the
+//! message when preparing it ([`crate::events::Events::watch`]) and the outcome after
+//! ([`crate::events::Events::attempted`]); failure notifications themselves are not watched,
+//! so they cannot cause another.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +33,7 @@ use netguard::{Host, Rejection, Target};
 use spool::{Attempt, Key};
 use telemetry::names;
 
+use crate::events::notify::Watched;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::sign;
@@ -62,7 +67,7 @@ pub struct Payload {
 impl delivery::Courier for Courier {
     type Payload = Payload;
 
-    fn prepare(&self, _key: Key, file: Vec<u8>) -> Result<Ready<Payload>, Refused> {
+    fn prepare(&self, key: Key, file: Vec<u8>) -> Result<Ready<Payload>, Refused> {
         let live = self.live.get();
         let refuse = |target: String, error: String, permanent: bool| Refused {
             target,
@@ -72,6 +77,19 @@ impl delivery::Courier for Courier {
         };
         let message =
             stored::decode(&file).map_err(|e| refuse(String::new(), e.to_string(), true))?;
+        let notification = message.meta.notification.is_some();
+        if !notification {
+            self.events.watch(
+                key,
+                Watched {
+                    target: message.meta.target.clone(),
+                    event: message.meta.event.clone(),
+                    notify: message.meta.notify.clone(),
+                    signing_key: message.meta.signing_key.clone(),
+                    url: message.url.clone(),
+                },
+            );
+        }
         let url = message.url.clone();
         let target = live
             .guard
@@ -129,7 +147,8 @@ impl delivery::Courier for Courier {
                 target,
                 id: message.meta.id,
                 keys,
-                webhook: message.meta.target,
+                // A notification about a paused target still goes.
+                webhook: message.meta.target.filter(|_| !notification),
             },
         })
     }
@@ -186,12 +205,21 @@ impl delivery::Courier for Courier {
 
     fn hold(&self, key: Key, payload: &Payload) -> Option<u64> {
         let webhook = payload.webhook.as_deref()?;
-        self.events
-            .hold(webhook, key)
-            .then(|| spool::now_ms() + crate::events::control::HOLD.as_millis() as u64)
+        if !self.events.hold(webhook, key) {
+            return None;
+        }
+        self.events.unwatch(key);
+        Some(spool::now_ms() + crate::events::control::HOLD.as_millis() as u64)
     }
 
-    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
+    fn observe(&self, key: Key, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished) {
+        self.events.attempted(
+            self.live.get(),
+            key,
+            reach.destination().is_some(),
+            attempt,
+            outcome,
+        );
         let label = match (outcome, reach) {
             (Finished::Delivered, _) => names::OUTCOME_DELIVERED,
             (Finished::Dead { .. }, _) => names::OUTCOME_DEAD,

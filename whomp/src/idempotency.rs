@@ -451,8 +451,7 @@ mod tests {
                         caller: "c".into(),
                         fingerprint: Some(A),
                     }),
-                    target: None,
-                    event: None,
+                    ..Default::default()
                 },
             );
             std::fs::write(dir.path().join(folder).join(format!("{id}{suffix}")), file).unwrap();

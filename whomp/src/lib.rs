@@ -121,6 +121,7 @@ impl Daemon for Whomp {
             kit.storage(),
             config.limits.max_body_bytes,
             config.spool.retention,
+            config.events.clone(),
         )
         .await
         .map(Arc::new)

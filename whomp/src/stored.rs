@@ -32,6 +32,12 @@ pub mod meta {
     pub const TARGET: &str = "Whomp-Target";
     /// The event a delivery carries.
     pub const EVENT: &str = "Whomp-Event";
+    /// Where to send `delivery.dead` should this raw message die (the submission's
+    /// `Whomp-Notify`, pre-flighted and normalised).
+    pub const NOTIFY: &str = "Whomp-Notify";
+    /// The kind of a failure notification (`delivery.dead`, ...): whomp never notifies about
+    /// one, so a notification cannot cause another.
+    pub const NOTIFICATION: &str = "Whomp-Notification";
 }
 
 /// Spool files are re-read with limits at least as generous as anything a submission passed.
@@ -42,7 +48,7 @@ pub const READ_LIMITS: httpmsg::Limits = httpmsg::Limits {
 };
 
 /// whomp's metadata of one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Meta {
     pub id: String,
     pub received_at: String,
@@ -51,6 +57,9 @@ pub struct Meta {
     /// For an event's delivery: the target ([`meta::TARGET`]) and the event id ([`meta::EVENT`]).
     pub target: Option<String>,
     pub event: Option<String>,
+    /// [`meta::NOTIFY`] and [`meta::NOTIFICATION`].
+    pub notify: Option<String>,
+    pub notification: Option<String>,
 }
 
 /// The `Idempotency-Key` a message was submitted with, and what makes a repeat a repeat.
@@ -117,6 +126,12 @@ pub fn encode(message: &Message, meta: &Meta) -> Vec<u8> {
     if let Some(e) = &meta.event {
         headers.push((meta::EVENT, e.as_bytes()));
     }
+    if let Some(n) = &meta.notify {
+        headers.push((meta::NOTIFY, n.as_bytes()));
+    }
+    if let Some(n) = &meta.notification {
+        headers.push((meta::NOTIFICATION, n.as_bytes()));
+    }
     let mut out = Vec::with_capacity(256 + message.body.len());
     httpmsg::write_into(
         &mut out,
@@ -144,6 +159,8 @@ pub fn decode(file: &[u8]) -> Result<Stored, ReadError> {
         idempotency: idempotency(&message.headers),
         target: value(meta::TARGET),
         event: value(meta::EVENT),
+        notify: value(meta::NOTIFY),
+        notification: value(meta::NOTIFICATION),
     };
     let Message {
         method,
@@ -260,6 +277,8 @@ mod tests {
             }),
             target: Some("01J00000000000000000000001".into()),
             event: Some("order-17.created".into()),
+            notify: Some("https://ops.example.com/dead".into()),
+            notification: Some("delivery.dead".into()),
         };
         let stored = check(message, meta.clone());
         assert_eq!(stored.meta, meta);

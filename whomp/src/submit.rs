@@ -9,7 +9,9 @@
 //! `headers[0]: ...`); a pre-flight refusal adds the `rule`. Order of checks: token (401),
 //! content type (415), size (413), syntax (400), signing key and idempotency key (400), a
 //! repeat of an idempotency key (`202` with the first id, or `422` if the key was used for a
-//! different message), pre-flight (422), store (503).
+//! different message), pre-flight of a `Whomp-Notify` URL, then of the message (422), store
+//! (503). `Whomp-Notify: <url>` asks for a `delivery.dead` notification should the message
+//! die (see [`crate::events::notify`]).
 //!
 //! What the status API shows of a message's URL is its origin (`scheme://host:port`): paths
 //! and queries of webhook URLs are often credentials.
@@ -97,12 +99,16 @@ impl Refusal {
 struct Parsed {
     message: httpmsg::Message,
     signing_key: Option<String>,
+    /// `Whomp-Notify`: where `delivery.dead` goes should the message die.
+    notify: Option<String>,
 }
 
 /// A submission that passed every check.
 struct Checked {
     message: httpmsg::Message,
     signing_key: Option<String>,
+    /// Pre-flighted and normalised.
+    notify: Option<String>,
     addresses: Vec<std::net::IpAddr>,
 }
 
@@ -231,8 +237,8 @@ impl Submissions {
                 received_at: telemetry::rfc3339(spool::now_ms()),
                 signing_key: checked.signing_key,
                 idempotency,
-                target: None,
-                event: None,
+                notify: checked.notify,
+                ..Default::default()
             },
         );
         if let Err(e) = self.spool.enqueue(id, 1, file).await {
@@ -333,10 +339,12 @@ impl Submissions {
             return Err(Refusal::invalid(problem));
         }
         let signing_key = signing_key(live, &parts.headers, &message)?;
+        let notify = notify_url(&parts.headers, &message)?;
         message.headers.retain(|(n, _)| !stored::is_meta(n));
         Ok(Parsed {
             message,
             signing_key,
+            notify,
         })
     }
 
@@ -345,7 +353,29 @@ impl Submissions {
         let Parsed {
             mut message,
             signing_key,
+            notify,
         } = parsed;
+        // The notify URL is judged as a message to it would be, before the message itself.
+        let notify = match notify {
+            Some(url) => Some(
+                live.guard
+                    .preflight("POST", &url, &[])
+                    .await
+                    .map_err(|rejection| Refusal {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        outcome: names::SUBMISSION_REJECTED,
+                        rule: Some(rejection.rule),
+                        body: json!({
+                            "error": format!("{}: {}", meta::NOTIFY, rejection.message),
+                            "field": meta::NOTIFY,
+                            "rule": rejection.rule.as_str(),
+                        }),
+                    })?
+                    .target
+                    .url(),
+            ),
+            None => None,
+        };
         let verdict = live
             .guard
             .preflight(&message.method, &message.target, &message.headers)
@@ -360,6 +390,7 @@ impl Submissions {
         Ok(Checked {
             message,
             signing_key,
+            notify,
             addresses: verdict.addrs,
         })
     }
@@ -553,6 +584,22 @@ fn signing_key(
             "Whomp-Signing-Key {shown:?} is not a configured signing key (signing.keys)"
         )))
     }
+}
+
+/// The `Whomp-Notify` URL of a submission, on the submission or in the message (once).
+fn notify_url(outer: &HeaderMap, message: &httpmsg::Message) -> Result<Option<String>, Refusal> {
+    let mut all = outer
+        .get_all(meta::NOTIFY)
+        .iter()
+        .map(|v| v.as_bytes())
+        .chain(message.headers_named(meta::NOTIFY));
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Refusal::invalid(
+            "the submission names more than one Whomp-Notify",
+        ));
+    }
+    Ok(first.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 /// The key of message `id`, or the `400` answer saying it is not an id.

@@ -562,7 +562,7 @@ fn a_line_break_quoted_from_the_file_stays_on_one_line() {
         &format!(
             "{FILE}:1:2: unknown field `lis\\nten`, expected one of `listen`, `auth`, `admin`, \
              `spool`, `queue`, `log`, `limits`, `retry`, `delivery`, `preflight`, `dns`, \
-             `signing`"
+             `signing`, `events`"
         ),
     );
 }
@@ -1120,5 +1120,41 @@ fn queue_problems_are_reported_at_their_values() {
              {FILE}:4:10: token and user/password are exclusive: the servers expect one or the other\n\
              {FILE}:5:9: user is set without password"
         ),
+    );
+}
+
+#[test]
+fn whomp_events_section_has_defaults_and_checks_its_keys() {
+    let config = whomp_ok("");
+    assert_eq!(config.events.notify_url, None);
+    assert_eq!(config.events.failing_after, Duration::from_secs(3600));
+    assert_eq!(
+        config.events.disable_after,
+        Duration::from_secs(5 * 24 * 3600)
+    );
+    let config = whomp_ok(
+        "signing: { keys: { ops: \"whsec_c2VjcmV0\" } }\nevents: { notify_url: \"https://ops.example.com/hooks\", signing_key: ops, failing_after: 30s, disable_after: 2h }\n",
+    );
+    assert_eq!(
+        config.events.notify_url.as_deref(),
+        Some("https://ops.example.com/hooks")
+    );
+    assert_eq!(config.events.signing_key.as_deref(), Some("ops"));
+    assert_eq!(config.events.failing_after, Duration::from_secs(30));
+    assert_eq!(config.events.disable_after, Duration::from_secs(7200));
+    check(
+        parse_whomp,
+        "events:\n  signing_key: nope\n",
+        &format!("{FILE}:2:16: signing_key \"nope\" is not one of signing.keys"),
+    );
+    check(
+        parse_whomp,
+        "events:\n  notify_url: \"ftp://x\"\n",
+        &format!("{FILE}:2:15: notify_url is not a usable URL: scheme \"ftp\" is not allowed (only http and https)"),
+    );
+    check(
+        parse_whomp,
+        "events:\n  disable_after: 0s\n",
+        &format!("{FILE}:2:18: disable_after must be greater than zero"),
     );
 }

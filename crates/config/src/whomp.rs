@@ -44,6 +44,8 @@ pub struct Config {
     pub preflight: Rules,
     pub dns: Dns,
     pub signing: Signing,
+    /// How the event layer tells of failures (`notify_url`, `target.failing`, disabling).
+    pub events: Events,
 }
 
 /// Who may submit messages.
@@ -125,6 +127,33 @@ pub struct Signing {
     pub keys: BTreeMap<String, Secret<Vec<u8>>>,
 }
 
+/// How webhook targets' failures bubble up (docs/events.md, "Failures bubble up").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Events {
+    /// Where notifications go for a target without a `notifyUrl` of its own; default none.
+    /// Checked as a URL here, pre-flighted when a notification is made.
+    pub notify_url: Option<String>,
+    /// The `signing.keys` entry that signs notifications to `notify_url`; default none
+    /// (unsigned).
+    pub signing_key: Option<String>,
+    /// A target failing every attempt for this long is told `target.failing`; default 1h.
+    pub failing_after: Duration,
+    /// A target failing every attempt for this long is disabled (`target.disabled`); default
+    /// 5 days.
+    pub disable_after: Duration,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            notify_url: None,
+            signing_key: None,
+            failing_after: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
 /// Reads and parses a whomp config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     check::load(path, parse)
@@ -160,6 +189,7 @@ struct RawConfig {
     preflight: Option<RawPreflight>,
     dns: Option<RawDns>,
     signing: Option<RawSigning>,
+    events: Option<RawEvents>,
 }
 
 #[derive(Deserialize, Default)]
@@ -214,12 +244,22 @@ struct RawSigning {
     keys: Option<UniqueMap<String>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an `events` mapping")]
+struct RawEvents {
+    notify_url: Option<String>,
+    signing_key: Option<String>,
+    failing_after: Option<DurationValue>,
+    disable_after: Option<DurationValue>,
+}
+
 fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
     let listen_written = raw.listen.is_some();
     let admin_written = raw.admin.as_ref().is_some_and(|a| a.addr.is_some());
     let listen = common::listeners(ck, raw.listen, DEFAULT_LISTEN);
     let admin = common::admin(raw.admin, DEFAULT_ADMIN);
     common::check_distinct_addresses(ck, &listen, listen_written, &admin, admin_written);
+    let signing = signing(ck, raw.signing.unwrap_or_default());
     Config {
         listen,
         auth: auth(ck, raw.auth.unwrap_or_default()),
@@ -232,7 +272,46 @@ fn build(raw: RawConfig, ck: &mut Checker<'_>) -> Config {
         delivery: delivery(ck, raw.delivery.unwrap_or_default()),
         preflight: preflight(ck, raw.preflight.unwrap_or_default()),
         dns: dns(ck, raw.dns.unwrap_or_default()),
-        signing: signing(ck, raw.signing.unwrap_or_default()),
+        events: events(ck, raw.events.unwrap_or_default(), &signing),
+        signing,
+    }
+}
+
+/// The `events` section; its `signing_key` must name one of `signing`'s keys.
+fn events(ck: &mut Checker<'_>, raw: RawEvents, signing: &Signing) -> Events {
+    let at = Ptr::root().key("events");
+    let default = Events::default();
+    if let Some(url) = &raw.notify_url {
+        if let Err(rejection) = netguard::parse_target(url) {
+            ck.problem(
+                &at.key("notify_url"),
+                format_args!("notify_url is not a usable URL: {}", rejection.message),
+            );
+        }
+    }
+    if let Some(name) = &raw.signing_key {
+        if !signing.keys.contains_key(name) {
+            ck.problem(
+                &at.key("signing_key"),
+                format_args!("signing_key {name:?} is not one of signing.keys"),
+            );
+        }
+    }
+    Events {
+        notify_url: raw.notify_url,
+        signing_key: raw.signing_key,
+        failing_after: ck.nonzero_duration(
+            &at.key("failing_after"),
+            "failing_after",
+            raw.failing_after,
+            default.failing_after,
+        ),
+        disable_after: ck.nonzero_duration(
+            &at.key("disable_after"),
+            "disable_after",
+            raw.disable_after,
+            default.disable_after,
+        ),
     }
 }
 

@@ -86,8 +86,10 @@ pub trait Courier: Send + Sync + 'static {
         None
     }
 
-    /// Counts an attempt's outcome in metrics (the engine logs it).
-    fn observe(&self, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished);
+    /// Sees an attempt's outcome of message `key` (the engine logs and records it): metrics,
+    /// and whatever the daemon does about outcomes (whomp's failure notifications). Called on
+    /// an async worker, so it must be quick (no I/O; spawn what needs some).
+    fn observe(&self, key: Key, reach: Reach<'_>, attempt: &Attempt, outcome: &Finished);
 }
 
 /// How far an attempt got, for [`Courier::observe`].
@@ -429,7 +431,7 @@ fn attempt<C: Courier, S: Storage>(
                 (attempt, finished, Reach::Refused(&ready.destination))
             }
         };
-        courier.observe(reach, &attempt, &finished);
+        courier.observe(claim.key(), reach, &attempt, &finished);
         conclude(&spool, claim, reach, &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });
@@ -453,7 +455,7 @@ fn record_refusal<C: Courier, S: Storage>(
             excerpt: String::new(),
         };
         let finished = settle(refused, &claim, None);
-        courier.observe(Reach::Unprepared, &attempt, &finished);
+        courier.observe(claim.key(), Reach::Unprepared, &attempt, &finished);
         conclude(&spool, claim, Reach::Unprepared, &attempt, finished).await;
         let _ = tx.send(Event::AttemptDone);
     });

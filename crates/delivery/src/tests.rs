@@ -83,7 +83,7 @@ impl Courier for Script {
         Some(now_ms() + 10)
     }
 
-    fn observe(&self, reach: Reach<'_>, _attempt: &Attempt, outcome: &Finished) {
+    fn observe(&self, _key: Key, reach: Reach<'_>, _attempt: &Attempt, outcome: &Finished) {
         if let Reach::Refused(d) = reach {
             self.refused.lock().unwrap().push(d.to_owned());
         }

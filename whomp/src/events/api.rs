@@ -267,13 +267,13 @@ impl Events {
                 let mut target = Target {
                     id: id.clone(),
                     url: vet_url(live, &url).await?,
-                    description: String::new(),
-                    secrets: Vec::new(),
-                    headers: Vec::new(),
-                    paused: false,
                     created_at: now.clone(),
                     updated_at: now,
+                    ..Default::default()
                 };
+                if let Some(notify_url) = vet_notify_url(live, &body).await? {
+                    target.notify_url = notify_url;
+                }
                 target.apply(&body).map_err(Refusal::bad)?;
                 if target.secrets.is_empty() {
                     target.secrets.push(model::new_secret());
@@ -337,6 +337,9 @@ impl Events {
                 if body.contains_key("url") {
                     let url = required_str(&body, "url")?;
                     target.url = vet_url(live, &url).await?;
+                }
+                if let Some(notify_url) = vet_notify_url(live, &body).await? {
+                    target.notify_url = notify_url;
                 }
                 target.apply(&body).map_err(Refusal::bad)?;
                 target.updated_at = now;
@@ -526,13 +529,37 @@ fn required_str_or_list(body: &Map<String, Value>, field: &str) -> Result<(), Re
 /// Pre-flights a target URL as a `POST` with no fields: the normalised URL, or the `422` that
 /// names the rule (nothing is stored).
 async fn vet_url(live: &Live, url: &str) -> Result<String, Refusal> {
+    vet(live, url, "url").await
+}
+
+/// A target's `notifyUrl`, if `body` sets it: a URL pre-flighted as [`vet_url`] does, or
+/// `null` (notifications go to the config's `events.notify_url`).
+async fn vet_notify_url(
+    live: &Live,
+    body: &Map<String, Value>,
+) -> Result<Option<Option<String>>, Refusal> {
+    match body.get("notifyUrl") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(url)) if !url.is_empty() => {
+            Ok(Some(Some(vet(live, url, "notifyUrl").await?)))
+        }
+        Some(_) => Err(Refusal::bad(Invalid::new(
+            "notifyUrl",
+            "must be a URL or null",
+        ))),
+    }
+}
+
+/// Pre-flights URL `url`, the value of `field`, as a `POST` with no fields.
+pub(crate) async fn vet(live: &Live, url: &str, field: &str) -> Result<String, Refusal> {
     match live.guard.preflight("POST", url, &[]).await {
         Ok(verdict) => Ok(verdict.target.url()),
         Err(rejection) => Err(Refusal(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({
-                "error": format!("url: {}", rejection.message),
-                "field": "url",
+                "error": format!("{field}: {}", rejection.message),
+                "field": field,
                 "rule": rejection.rule.as_str(),
             }),
         )),

@@ -159,6 +159,7 @@ impl Events {
                             idempotency: None,
                             target: Some(target.id.clone()),
                             event: Some(event.id.clone()),
+                            ..Default::default()
                         },
                     );
                     (id, sub.id.clone(), target.id.clone(), file)

@@ -16,7 +16,7 @@ pub struct Index {
 
 impl Index {
     /// The active subscriptions whose filter matches event type `name`, with their targets,
-    /// by subscription id. A target bound twice gets the event twice (two subscriptions).
+    /// by subscription id; a disabled target's subscriptions get nothing. A target bound twice gets the event twice (two subscriptions).
     pub fn matching(&self, name: &str) -> Vec<(&Subscription, &Target)> {
         self.subscriptions
             .values()
@@ -27,6 +27,7 @@ impl Index {
                     .is_some_and(|f| f.events.iter().any(|p| model::matches(p, name)))
             })
             .filter_map(|s| Some((s, self.targets.get(&s.target_id)?)))
+            .filter(|(_, t)| !t.disabled)
             .collect()
     }
 
@@ -53,10 +54,7 @@ mod tests {
                 url: "https://a.example/".into(),
                 description: String::new(),
                 secrets: vec![],
-                headers: vec![],
-                paused: false,
-                created_at: String::new(),
-                updated_at: String::new(),
+                ..Default::default()
             },
         );
         for (id, events) in filters {
@@ -107,5 +105,43 @@ mod tests {
         assert_eq!(check(filters, &subs, "a.b.c"), ["s1", "s2"]);
         assert_eq!(check(filters, &subs, "a.z"), ["s2"]);
         assert_eq!(check(filters, &subs, "a"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_disabled_targets_subscriptions_get_nothing() {
+        let filters: &[(&str, &[&str])] = &[("wild", &["a.*"])];
+        let mut index = Index::default();
+        index.targets.insert(
+            "t".into(),
+            Target {
+                id: "t".into(),
+                disabled: true,
+                ..Default::default()
+            },
+        );
+        index.filters.insert(
+            "wild".into(),
+            Filter {
+                id: "wild".into(),
+                events: vec!["a.*".into()],
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        );
+        index.subscriptions.insert(
+            "s".into(),
+            Subscription {
+                id: "s".into(),
+                target_id: "t".into(),
+                filter_id: "wild".into(),
+                active: true,
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        );
+        assert!(index.matching("a.b").is_empty());
+        index.targets.get_mut("t").unwrap().disabled = false;
+        assert_eq!(index.matching("a.b").len(), 1);
+        assert_eq!(check(filters, &[("s", "wild", true)], "a.b"), ["s"]);
     }
 }

@@ -15,7 +15,9 @@
 //! - [`api`]: the REST API under `/v1/webhooks/`;
 //! - [`fanout`]: `POST /v1/events`, its de-duplication by event id;
 //! - [`control`]: pausing, resuming and recovering a target's deliveries;
-//! - [`listing`]: `GET /v1/messages`, deliveries and raw messages by target, state, host, time.
+//! - [`listing`]: `GET /v1/messages`, deliveries and raw messages by target, state, host, time;
+//! - [`notify`]: failures that bubble up (`delivery.dead`, `target.failing`, `.disabled`,
+//!   `.recovered`).
 
 pub mod api;
 pub mod control;
@@ -23,6 +25,7 @@ pub mod fanout;
 pub mod index;
 pub mod listing;
 pub mod model;
+pub mod notify;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -61,6 +64,10 @@ pub struct Events {
     retention: Duration,
     /// Deliveries held because their target is paused, by target id: resuming makes them due.
     held: Mutex<HashMap<String, HashSet<spool::Key>>>,
+    /// Where failures are told, and after how long (`events` of the config).
+    settings: config::whomp::Events,
+    /// Messages being attempted, what their outcome needs ([`notify`]).
+    watched: Mutex<HashMap<spool::Key, notify::Watched>>,
 }
 
 /// Why the event layer could not start.
@@ -81,11 +88,13 @@ pub enum LoadError {
 
 impl Events {
     /// Reads every record of the spool's event layer into memory; event answers older than
-    /// `retention` are forgotten (and their records removed).
+    /// `retention` are forgotten (and their records removed). `settings` say where failures
+    /// are told (they take effect at the next start).
     pub async fn load(
         spool: &Spool,
         max_body_bytes: u64,
         retention: Duration,
+        settings: config::whomp::Events,
     ) -> Result<Events, LoadError> {
         let records = spool.records();
         let index = Index {
@@ -104,6 +113,8 @@ impl Events {
             pending: Mutex::new(HashSet::new()),
             retention,
             held: Mutex::new(HashMap::new()),
+            settings,
+            watched: Mutex::new(HashMap::new()),
         })
     }
 

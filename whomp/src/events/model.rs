@@ -16,7 +16,7 @@ pub const MAX_EVENTS: usize = 256;
 pub const MAX_TEXT: usize = 1024;
 
 /// Where a subscription's events go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     pub id: String,
@@ -34,6 +34,21 @@ pub struct Target {
     /// Paused (`POST .../pause`): its deliveries are held, not attempted, until resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Where failure notifications about this target go (pre-flighted like `url`); none: the
+    /// config's `events.notify_url`.
+    #[serde(default)]
+    pub notify_url: Option<String>,
+    /// Disabled after failing every attempt for `events.disable_after` (or by a PATCH): its
+    /// subscriptions fan out nothing new; `PATCH {"disabled": false}` enables it again.
+    #[serde(default)]
+    pub disabled: bool,
+    /// When its current run of failed attempts began (ms since the epoch); none: its last
+    /// attempt succeeded (or it has had none).
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    /// Whether `target.failing` was sent for the current run of failures.
+    #[serde(default)]
+    pub failing_notified: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -83,7 +98,14 @@ impl Target {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.remove("secrets");
+            o.remove("failingSinceMs");
+            o.remove("failingNotified");
             o.insert("secretCount".into(), self.secrets.len().into());
+            o.insert(
+                "failingSince".into(),
+                self.failing_since_ms
+                    .map_or(Value::Null, |ms| telemetry::rfc3339(ms).into()),
+            );
             o.insert(
                 "headers".into(),
                 Value::Object(
@@ -105,9 +127,29 @@ impl Target {
             .collect()
     }
 
-    /// Applies the fields of `body` other than `url` (which pre-flight judges) to `self`.
+    /// Applies the fields of `body` other than `url` and `notifyUrl` (which pre-flight judges)
+    /// to `self`. `"disabled": false` also forgets the target's failures.
     pub fn apply(&mut self, body: &Map<String, Value>) -> Result<(), Invalid> {
-        only(body, &["url", "description", "secrets", "headers"])?;
+        only(
+            body,
+            &[
+                "url",
+                "description",
+                "secrets",
+                "headers",
+                "notifyUrl",
+                "disabled",
+            ],
+        )?;
+        if let Some(v) = body.get("disabled") {
+            self.disabled = v
+                .as_bool()
+                .ok_or_else(|| Invalid::new("disabled", "must be true or false"))?;
+            if !self.disabled {
+                self.failing_since_ms = None;
+                self.failing_notified = false;
+            }
+        }
         if let Some(v) = body.get("description") {
             let text = v
                 .as_str()
@@ -329,10 +371,7 @@ mod tests {
             url: "https://a.example/".into(),
             description: String::new(),
             secrets: vec![],
-            headers: vec![],
-            paused: false,
-            created_at: String::new(),
-            updated_at: String::new(),
+            ..Default::default()
         };
         let check = |t: &mut Target, v: Value| t.apply(&obj(v)).map_err(|e| e.field);
         assert_eq!(
