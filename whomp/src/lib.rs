@@ -37,6 +37,12 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::submit::Submissions;
 
+/// Why whomp refuses `queue.backend: jetstream` for now: its idempotency keys, event records
+/// and listings still read the maildir (issue 12, docs/cluster.md).
+const NO_JETSTREAM: &str =
+    "queue.backend jetstream is not supported by whomp yet (its idempotency \
+     keys and event records still live in the maildir); use maildir";
+
 /// whomp, as `daemon::main` runs it.
 #[derive(Debug)]
 pub struct Whomp;
@@ -75,6 +81,10 @@ impl Daemon for Whomp {
         &config.spool
     }
 
+    fn queue(config: &Self::Config) -> (&config::Queue, u64) {
+        (&config.queue, config.limits.max_body_bytes)
+    }
+
     fn admin(config: &Self::Config) -> SocketAddr {
         config.admin.addr
     }
@@ -106,6 +116,11 @@ impl Daemon for Whomp {
         config: Self::Config,
         path: PathBuf,
     ) -> Result<(), StartError> {
+        let spool = kit
+            .storage()
+            .maildir()
+            .cloned()
+            .ok_or_else(|| StartError::Config(NO_JETSTREAM.to_owned()))?;
         let live = Arc::new(Current::new(
             Live::build(&config).map_err(|e| StartError::Config(e.to_string()))?,
         ));
@@ -117,19 +132,16 @@ impl Daemon for Whomp {
                 .map_err(|e| StartError::Runtime(format!("cannot read idempotency keys: {e}")))?
         };
         let keys = Arc::new(keys);
-        let events = events::Events::load(
-            kit.storage(),
-            config.limits.max_body_bytes,
-            config.spool.retention,
-        )
-        .await
-        .map(Arc::new)
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let events =
+            events::Events::load(&spool, config.limits.max_body_bytes, config.spool.retention)
+                .await
+                .map(Arc::new)
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
         listeners.tls.export(&metrics.config);
 
         let submissions = Arc::new(Submissions {
             live: live.clone(),
-            spool: kit.storage().clone(),
+            spool,
             keys: keys.clone(),
             events: events.clone(),
             metrics: metrics.clone(),
