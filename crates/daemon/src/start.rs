@@ -140,6 +140,21 @@ pub fn main<D: Daemon>() -> ExitCode {
                 ExitCode::from(exit::USAGE)
             }
         },
+        Command::Spool { action, json, .. }
+            if D::queue(&config).0.backend == config::Backend::Jetstream =>
+        {
+            let (queue, max_body_bytes) = D::queue(&config);
+            ExitCode::from(cli::cluster_command(
+                &action,
+                json,
+                &crate::queue::jetstream_options(queue, max_body_bytes),
+                &cli::Reader {
+                    describe: &D::describe,
+                    destination: &D::destination,
+                },
+                &mut std::io::stdout().lock(),
+            ))
+        }
         Command::Spool { action, json, .. } => ExitCode::from(cli::spool_command(
             &action,
             json,
