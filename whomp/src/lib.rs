@@ -67,6 +67,9 @@ impl Daemon for Whomp {
         if let Err(certs) = daemon::tls::load_listeners(&config.listen) {
             problems.extend(certs);
         }
+        if config.queue.backend == config::Backend::Jetstream {
+            problems.extend(daemon::start::unplaced(NO_JETSTREAM));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
