@@ -22,10 +22,10 @@ pub enum Storage {
     JetStream(jetstream::JetStream),
 }
 
-/// A claim of either backend.
+/// A claim of either backend (JetStream's, which holds the delivered message, boxed).
 pub enum Claim {
     Maildir(spool::Claim),
-    JetStream(jetstream::Claim),
+    JetStream(Box<jetstream::Claim>),
 }
 
 /// An attempt in flight in either backend.
@@ -163,7 +163,7 @@ impl storage::Storage for Storage {
                 .claim_due(now_ms, max)
                 .await
                 .into_iter()
-                .map(Claim::JetStream)
+                .map(|c| Claim::JetStream(Box::new(c)))
                 .collect(),
         }
     }
@@ -187,7 +187,7 @@ impl storage::Storage for Storage {
     async fn release(&self, claim: Claim) {
         match (self, claim) {
             (Storage::Maildir(s), Claim::Maildir(c)) => s.release(c).await,
-            (Storage::JetStream(s), Claim::JetStream(c)) => s.release(c).await,
+            (Storage::JetStream(s), Claim::JetStream(c)) => s.release(*c).await,
             _ => {}
         }
     }
@@ -209,7 +209,7 @@ impl storage::Storage for Storage {
     ) -> Result<(), Unavailable> {
         match (self, claim) {
             (Storage::Maildir(s), Claim::Maildir(c)) => s.finish(c, attempt, outcome).await,
-            (Storage::JetStream(s), Claim::JetStream(c)) => s.finish(c, attempt, outcome).await,
+            (Storage::JetStream(s), Claim::JetStream(c)) => s.finish(*c, attempt, outcome).await,
             (_, c) => Err(foreign(c.key())),
         }
     }
