@@ -1,6 +1,7 @@
 //! The files in deploy/, checked with the tools that will read them on a real host: systemd's
 //! own verifier and security analysis, promtool for the Prometheus config, rules and the rules'
-//! unit tests, `sh -n` for the rc.d scripts, and the PromQL of the Grafana dashboard.
+//! unit tests, `sh -n` for the rc.d scripts, the PromQL of the Grafana dashboard, and
+//! `nats-server -t` for the cluster mode's NATS configs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,7 +31,10 @@ const FOREIGN: &[&str] = &[
 /// `systemd-analyze verify` insists that the commands exist.
 fn unit_with_built_binary(dir: &Path, name: &str) -> std::path::PathBuf {
     let text = read(&format!("deploy/systemd/{name}.service"));
-    let binary = daemon(name);
+    let binary = match name {
+        "nats-server" => tool("nats-server", "nats-server", "units with nats-server").unwrap(),
+        _ => daemon(name),
+    };
     let text = text.replace(
         &format!("/usr/local/bin/{name}"),
         &binary.display().to_string(),
@@ -40,13 +44,47 @@ fn unit_with_built_binary(dir: &Path, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The units to verify: the daemons', and nats-server's where it is installed (CI installs it,
+/// .ci/setup/nats.sh).
+fn units() -> Vec<&'static str> {
+    let mut units = vec!["whimp", "whomp"];
+    if tool("nats-server", "nats-server", "the nats-server unit").is_some() {
+        units.push("nats-server");
+    }
+    units
+}
+
+/// Each node's NATS config of the 3-node cluster in deploy/nats/ is valid for the server
+/// (`nats-server -t`: unknown keys and parse errors fail), routes to all three nodes, and takes
+/// the daemons' largest message.
+#[test]
+fn nats_cluster_configs_check() {
+    let Some(nats) = tool("nats-server", "nats-server", "nats_cluster_configs_check") else {
+        return;
+    };
+    let shared = read("deploy/nats/cluster.conf");
+    for needed in [
+        "max_payload: 16MB",
+        "jetstream {",
+        "store_dir: /var/lib/nats",
+    ] {
+        assert!(shared.contains(needed), "cluster.conf lacks {needed}");
+    }
+    for i in 1..=3 {
+        assert!(shared.contains(&format!("nats-route://10.0.0.{i}:6222")));
+        let node = repo().join(format!("deploy/nats/n{i}.conf"));
+        assert!(read(&format!("deploy/nats/n{i}.conf")).contains(&format!("server_name: n{i}")));
+        run_ok(Command::new(&nats).arg("-t").arg("-c").arg(&node));
+    }
+}
+
 #[test]
 fn systemd_units_verify_cleanly() {
     let Some(analyze) = tool("systemd-analyze", "systemd", "systemd_units_verify_cleanly") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for name in ["whimp", "whomp"] {
+    for name in units() {
         let unit = unit_with_built_binary(dir.path(), name);
         let output = run_ok(Command::new(&analyze).arg("verify").arg(&unit));
         // systemd-analyze exits 0 on unknown keys and bad values; it only warns.
@@ -60,7 +98,7 @@ fn systemd_units_are_hardened() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for name in ["whimp", "whomp"] {
+    for name in units() {
         let unit = unit_with_built_binary(dir.path(), name);
         // systemd shows the exposure as 0.0 (locked down) .. 10.0 (unprotected) but compares
         // the threshold in tenths: 20 is 2.0. Both units score about 1.5.

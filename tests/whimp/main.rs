@@ -3,6 +3,7 @@
 
 mod accept;
 mod cli;
+mod cluster;
 mod conns;
 mod faults;
 mod forward;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use daemon::edge::{self, BodyError};
+use daemon::kit;
 use daemon::listen::{Peer, Resp};
 use daemon::Current;
 use http::{header, HeaderValue, Method, StatusCode};
@@ -25,7 +26,7 @@ use crate::stored::{self, Meta};
 /// What the accept path needs, shared by every connection.
 pub struct Ingress {
     pub routes: Arc<Current<Table>>,
-    pub spool: Spool,
+    pub spool: kit::Storage,
     pub max_body_bytes: u64,
     pub body_timeout: Duration,
 }

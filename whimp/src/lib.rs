@@ -62,6 +62,10 @@ impl Daemon for Whimp {
         &config.spool
     }
 
+    fn queue(config: &Self::Config) -> (&config::Queue, u64) {
+        (&config.queue, config.limits.max_body_bytes)
+    }
+
     fn admin(config: &Self::Config) -> SocketAddr {
         config.admin.addr
     }

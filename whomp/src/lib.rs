@@ -37,6 +37,12 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::submit::Submissions;
 
+/// Why whomp refuses `queue.backend: jetstream` for now: its idempotency keys, event records
+/// and listings still read the maildir (issue 12, docs/cluster.md).
+const NO_JETSTREAM: &str =
+    "queue.backend jetstream is not supported by whomp yet (its idempotency \
+     keys and event records still live in the maildir); use maildir";
+
 /// whomp, as `daemon::main` runs it.
 #[derive(Debug)]
 pub struct Whomp;
@@ -61,6 +67,9 @@ impl Daemon for Whomp {
         if let Err(certs) = daemon::tls::load_listeners(&config.listen) {
             problems.extend(certs);
         }
+        if config.queue.backend == config::Backend::Jetstream {
+            problems.extend(daemon::start::unplaced(NO_JETSTREAM));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -73,6 +82,10 @@ impl Daemon for Whomp {
 
     fn spool(config: &Self::Config) -> &config::Spool {
         &config.spool
+    }
+
+    fn queue(config: &Self::Config) -> (&config::Queue, u64) {
+        (&config.queue, config.limits.max_body_bytes)
     }
 
     fn admin(config: &Self::Config) -> SocketAddr {
@@ -106,6 +119,11 @@ impl Daemon for Whomp {
         config: Self::Config,
         path: PathBuf,
     ) -> Result<(), StartError> {
+        let spool = kit
+            .storage()
+            .maildir()
+            .cloned()
+            .ok_or_else(|| StartError::Config(NO_JETSTREAM.to_owned()))?;
         let live = Arc::new(Current::new(
             Live::build(&config).map_err(|e| StartError::Config(e.to_string()))?,
         ));
@@ -118,7 +136,7 @@ impl Daemon for Whomp {
         };
         let keys = Arc::new(keys);
         let events = events::Events::load(
-            kit.storage(),
+            &spool,
             config.limits.max_body_bytes,
             config.spool.retention,
             config.events.clone(),
@@ -130,7 +148,7 @@ impl Daemon for Whomp {
 
         let submissions = Arc::new(Submissions {
             live: live.clone(),
-            spool: kit.storage().clone(),
+            spool,
             keys: keys.clone(),
             events: events.clone(),
             metrics: metrics.clone(),

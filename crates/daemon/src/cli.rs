@@ -5,7 +5,10 @@
 //! daemon running: reads go straight to the directory (a consistent listing, each message once,
 //! see [`spool::offline`]); changes take the spool's lock, or, when the daemon holds it, go
 //! through the daemon's admin listener so its schedule learns of them (and its log shows them).
-//! Output ends quietly when its reader does (`spool list | head`).
+//! Output ends quietly when its reader does (`spool list | head`). With `queue.backend:
+//! jetstream` there is no directory: the CLI connects to the cluster itself
+//! ([`cluster_command`]), so it works from any node, daemon running or not, and every node sees
+//! a change through the cluster's state bucket.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -300,24 +303,12 @@ fn run_spool(
                     })
                     .collect();
                 let target = target_of(&listed, &head, reader);
-                if json {
-                    writeln!(out, "{}", status_json(&listed, &head, &target, &attempts))?;
-                    continue;
-                }
-                writeln!(out, "{}", listing_json(&listed, &target))?;
-                let bytes = std::fs::read(&path)?;
-                out.write_all(&bytes)?;
-                if !bytes.ends_with(b"\n") {
-                    writeln!(out)?;
-                }
-                writeln!(out, "--- attempts of {key}")?;
-                for attempt in attempts {
-                    writeln!(
-                        out,
-                        "{}",
-                        serde_json::to_string(&attempt).unwrap_or_default()
-                    )?;
-                }
+                let bytes = if json {
+                    Vec::new()
+                } else {
+                    std::fs::read(&path)?
+                };
+                show(out, json, &listed, &head, &target, &attempts, &bytes)?;
             }
             Ok(exit::OK)
         }
@@ -346,6 +337,141 @@ fn run_spool(
         SpoolAction::PurgeDead => change(dir, admin, "/spool/purge-dead", out, |s| async move {
             crate::purge_dead(&s).await
         }),
+    }
+}
+
+/// Runs a spool subcommand against the JetStream cluster of `options`: the same output as
+/// [`spool_command`], read from and changed in the cluster through [`storage::Storage`].
+pub fn cluster_command(
+    action: &SpoolAction,
+    json: bool,
+    options: &jetstream::Options,
+    reader: &Reader<'_>,
+    out: &mut dyn Write,
+) -> u8 {
+    let ran = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let queue = match jetstream::JetStream::open(options).await {
+                Ok(queue) => queue,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::UNAVAILABLE);
+                }
+            };
+            run_cluster(&queue, action, json, reader, out).await
+        })
+    });
+    match ran {
+        Ok(code) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::IO
+        }
+    }
+}
+
+async fn run_cluster<S: storage::Storage>(
+    queue: &S,
+    action: &SpoolAction,
+    json: bool,
+    reader: &Reader<'_>,
+    out: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let unavailable = |e: storage::Unavailable| {
+        eprintln!("error: {e}");
+        Ok(exit::UNAVAILABLE)
+    };
+    let head_of = |bytes: Option<Vec<u8>>| {
+        httpmsg::read_head(&bytes.unwrap_or_default()[..], httpmsg::MAX_STORED_HEAD)
+            .unwrap_or_default()
+    };
+    let answer = match action {
+        SpoolAction::List(filter) => {
+            let listed = match queue.list().await {
+                Ok(listed) => listed,
+                Err(e) => return unavailable(e),
+            };
+            if !json {
+                writeln!(out, "{}", row(HEADER))?;
+            }
+            let wanted = listed.into_iter().filter(|l| {
+                filter.state.is_none_or(|s| s == l.state)
+                    && filter.since_ms.is_none_or(|t| l.key.arrived_ms() >= t)
+            });
+            let mut shown = 0;
+            for listed in wanted {
+                if filter.limit.is_some_and(|limit| shown >= limit) {
+                    break;
+                }
+                let head = match queue.message(listed.key, httpmsg::MAX_STORED_HEAD).await {
+                    Ok(bytes) => head_of(bytes),
+                    Err(e) => return unavailable(e),
+                };
+                if let Some(wanted) = &filter.destination {
+                    if (reader.destination)(&head).as_deref() != Some(wanted.as_str()) {
+                        continue;
+                    }
+                }
+                write_listed(out, json, &listed, &target_of(&listed, &head, reader))?;
+                shown += 1;
+            }
+            return Ok(exit::OK);
+        }
+        SpoolAction::Show(id) => {
+            let keys = match id.parse::<Key>() {
+                Ok(key) => match queue.copies(key).await {
+                    Ok(keys) => keys,
+                    Err(e) => return unavailable(e),
+                },
+                Err(_) => Vec::new(),
+            };
+            if keys.is_empty() {
+                eprintln!("error: no message {id} in the cluster");
+                return Ok(exit::FAILED);
+            }
+            for key in keys {
+                let found = async {
+                    let status = queue.status(key).await?;
+                    let attempts = queue.attempts(key).await?;
+                    let bytes = queue.message(key, usize::MAX).await?;
+                    Ok::<_, storage::Unavailable>(status.zip(bytes).map(|(s, b)| (s, attempts, b)))
+                };
+                let (status, attempts, bytes) = match found.await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => continue,
+                    Err(e) => return unavailable(e),
+                };
+                let listed = Listed {
+                    key,
+                    state: status.state,
+                    attempts: status.attempts,
+                    next_attempt_ms: status.next_attempt_ms,
+                    last_error: attempts.last().and_then(storage::Attempt::failure),
+                };
+                let head = head_of(Some(bytes.clone()));
+                let target = target_of(&listed, &head, reader);
+                show(out, json, &listed, &head, &target, &attempts, &bytes)?;
+            }
+            return Ok(exit::OK);
+        }
+        SpoolAction::Retry(id) => crate::retry(queue, id).await,
+        SpoolAction::Delete(id) => crate::delete(queue, id).await,
+        SpoolAction::PurgeDead => crate::purge_dead(queue).await,
+    };
+    match answer {
+        Ok(text) => {
+            writeln!(out, "{text}")?;
+            Ok(exit::OK)
+        }
+        Err((status, why)) => {
+            eprintln!("error: {}", why.trim_end());
+            Ok(if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                exit::UNAVAILABLE
+            } else {
+                exit::FAILED
+            })
+        }
     }
 }
 
@@ -393,25 +519,63 @@ fn list(
                 continue;
             }
         }
-        let target = target_of(&listed, &head, reader);
-        if json {
-            writeln!(out, "{}", listing_json(&listed, &target))?;
-        } else {
-            let next = listed.next_attempt_ms.map(rfc3339);
-            writeln!(
-                out,
-                "{}",
-                row([
-                    &listed.key.to_string(),
-                    listed.state.as_str(),
-                    &listed.attempts.to_string(),
-                    next.as_deref().unwrap_or("-"),
-                    &target,
-                    listed.last_error.as_deref().unwrap_or(""),
-                ])
-            )?;
-        }
+        write_listed(out, json, &listed, &target_of(&listed, &head, reader))?;
         shown += 1;
+    }
+    Ok(())
+}
+
+/// One line of `spool list`: a table row, or JSON.
+fn write_listed(
+    out: &mut dyn Write,
+    json: bool,
+    listed: &Listed,
+    target: &str,
+) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", listing_json(listed, target));
+    }
+    let next = listed.next_attempt_ms.map(rfc3339);
+    writeln!(
+        out,
+        "{}",
+        row([
+            &listed.key.to_string(),
+            listed.state.as_str(),
+            &listed.attempts.to_string(),
+            next.as_deref().unwrap_or("-"),
+            target,
+            listed.last_error.as_deref().unwrap_or(""),
+        ])
+    )
+}
+
+/// One message of `spool show`: its status as JSON, or its listing, stored `bytes` and
+/// attempts.
+fn show(
+    out: &mut dyn Write,
+    json: bool,
+    listed: &Listed,
+    head: &[u8],
+    target: &str,
+    attempts: &[spool::Attempt],
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", status_json(listed, head, target, attempts));
+    }
+    writeln!(out, "{}", listing_json(listed, target))?;
+    out.write_all(bytes)?;
+    if !bytes.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    writeln!(out, "--- attempts of {}", listed.key)?;
+    for attempt in attempts {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(attempt).unwrap_or_default()
+        )?;
     }
     Ok(())
 }

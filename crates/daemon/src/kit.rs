@@ -25,8 +25,9 @@ use crate::start::StartError;
 use crate::tls::Certs;
 use crate::{Signal, Signals};
 
-/// The durable storage a kit holds: the maildir spool. The one place its type is named.
-pub type Storage = spool::Spool;
+/// The durable storage a kit holds: the maildir spool or the JetStream cluster, as the config's
+/// `queue.backend` says. The one place its type is named.
+pub use crate::queue::Storage;
 
 /// How long in-flight requests and delivery attempts may finish after shutdown is asked.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -105,22 +106,16 @@ impl Listeners {
 }
 
 impl Kit {
-    /// Opens and locks the spool of `config`.
-    pub fn open(config: &config::Spool) -> Result<Kit, StartError> {
-        let storage = Storage::open(
-            &config.dir,
-            spool::Options {
-                fsync: config.fsync,
-                ..spool::Options::default()
-            },
-        )
-        .map_err(|e| match e {
-            spool::OpenError::Locked { .. } => StartError::Locked(e),
-            e => StartError::Spool(e),
-        })?;
+    /// Opens the backend `queue` names: the spool of `spool` (locked), or the JetStream
+    /// cluster, sized for bodies up to `max_body_bytes`.
+    pub async fn open(
+        spool: &config::Spool,
+        queue: &config::Queue,
+        max_body_bytes: u64,
+    ) -> Result<Kit, StartError> {
         Ok(Kit {
-            storage,
-            retention: config.retention,
+            storage: Storage::open(spool, queue, max_body_bytes).await?,
+            retention: spool.retention,
             tasks: JoinSet::new(),
             stop: watch::channel(false).0,
         })
@@ -205,7 +200,11 @@ impl Kit {
         gauges: telemetry::SpoolGauges,
         header_timeout: Duration,
     ) -> Result<(), StartError> {
-        crate::note_admin_addr(self.storage.dir(), local_addr(&socket)?);
+        if let Some(spool) = self.storage.maildir() {
+            // The offline CLI asks the daemon holding the lock; with JetStream it asks the
+            // cluster itself.
+            crate::note_admin_addr(spool.dir(), local_addr(&socket)?);
+        }
         let (ready, counted) = (self.storage.clone(), self.storage.clone());
         let admin = Arc::new(telemetry::Admin {
             registry,
@@ -420,6 +419,22 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// A `queue:` section choosing the maildir.
+    pub(crate) fn maildir() -> config::Queue {
+        config::Queue {
+            backend: config::Backend::Maildir,
+            servers: Vec::new(),
+            replicas: 1,
+            stream: "test".into(),
+            token: None,
+            user: None,
+            password: None,
+            ca_file: None,
+            ack_wait: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     fn loopback() -> SocketAddr {
         "127.0.0.1:0".parse().unwrap()
     }
@@ -434,7 +449,7 @@ mod tests {
             fsync: false,
             retention: Duration::from_secs(3600),
         };
-        let mut kit = Kit::open(&spool).unwrap();
+        let mut kit = Kit::open(&spool, &maildir(), 1024).await.unwrap();
         let public = [config::Listener {
             addr: loopback(),
             tls: None,
@@ -497,13 +512,18 @@ mod tests {
             fsync: false,
             retention: Duration::from_secs(3600),
         };
-        let kit = Kit::open(&spool).unwrap();
-        assert!(matches!(Kit::open(&spool), Err(StartError::Locked(_))));
+        let kit = Kit::open(&spool, &maildir(), 1024).await.unwrap();
+        assert!(matches!(
+            Kit::open(&spool, &maildir(), 1024).await,
+            Err(StartError::Locked(_))
+        ));
         let (signal, signals) = mpsc::channel(1);
         drop(signal);
         kit.until_shutdown(signals, || panic!("no reload was asked"))
             .await;
-        Kit::open(&spool).expect("the spool is free again");
+        Kit::open(&spool, &maildir(), 1024)
+            .await
+            .expect("the spool is free again");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod edge;
 pub mod kit;
 pub mod listen;
+pub mod queue;
 pub mod start;
 pub mod tls;
 

@@ -22,6 +22,9 @@ pub enum StartError {
     /// The spool directory cannot be used (exit 74).
     #[error(transparent)]
     Spool(spool::OpenError),
+    /// The JetStream cluster of `queue:` cannot be reached or set up (exit 69).
+    #[error(transparent)]
+    Queue(jetstream::NatsError),
     /// A listener address cannot be bound (exit 69).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -40,7 +43,9 @@ pub enum StartError {
 impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Locked(_) | StartError::Bind { .. } => exit::UNAVAILABLE,
+            StartError::Locked(_) | StartError::Queue(_) | StartError::Bind { .. } => {
+                exit::UNAVAILABLE
+            }
             StartError::Spool(_) => exit::IO,
             StartError::Config(_) => exit::USAGE,
             StartError::Runtime(_) => exit::SOFTWARE,
@@ -63,6 +68,9 @@ pub trait Daemon {
     /// every problem, at its place in the file where it has one.
     fn check(config: &Self::Config) -> Result<String, Vec<config::Problem>>;
     fn spool(config: &Self::Config) -> &config::Spool;
+    /// The `queue:` section and the largest body accepted (`limits.max_body_bytes`), which
+    /// sizes a JetStream message.
+    fn queue(config: &Self::Config) -> (&config::Queue, u64);
     fn admin(config: &Self::Config) -> SocketAddr;
     fn log(config: &Self::Config) -> &config::Log;
     /// The `target` column of `spool list`, from the start of a stored file.
@@ -132,6 +140,21 @@ pub fn main<D: Daemon>() -> ExitCode {
                 ExitCode::from(exit::USAGE)
             }
         },
+        Command::Spool { action, json, .. }
+            if D::queue(&config).0.backend == config::Backend::Jetstream =>
+        {
+            let (queue, max_body_bytes) = D::queue(&config);
+            ExitCode::from(cli::cluster_command(
+                &action,
+                json,
+                &crate::queue::jetstream_options(queue, max_body_bytes),
+                &cli::Reader {
+                    describe: &D::describe,
+                    destination: &D::destination,
+                },
+                &mut std::io::stdout().lock(),
+            ))
+        }
         Command::Spool { action, json, .. } => ExitCode::from(cli::spool_command(
             &action,
             json,
@@ -176,7 +199,8 @@ fn run<D: Daemon>(path: PathBuf, config: D::Config) -> ExitCode {
 /// Opens the storage, binds every listener and watches signals, in that order and before
 /// anything is announced, then hands over to the daemon.
 async fn start<D: Daemon>(path: PathBuf, config: D::Config) -> Result<(), StartError> {
-    let kit = Kit::open(D::spool(&config))?;
+    let (queue, max_body_bytes) = D::queue(&config);
+    let kit = Kit::open(D::spool(&config), queue, max_body_bytes).await?;
     let listeners = Listeners::bind(D::listen(&config), D::admin(&config)).await?;
     let signals =
         crate::signals().map_err(|e| StartError::Runtime(format!("cannot watch signals: {e}")))?;

@@ -286,28 +286,38 @@ impl JetStream {
 }
 
 /// Follows the state bucket: other nodes' changes reach the index (and wake the delivery loop).
+/// A watch that fails (a missed heartbeat when the bucket's leader is lost) or ends (a lost
+/// connection) is started over from the current values; a watch left broken would leave the
+/// index, and so the delivery loop's next due time, stale for good.
 async fn follow(inner: Weak<Inner>, mut watch: kv::Watch) {
     loop {
-        while let Some(entry) = watch.next().await {
+        loop {
+            let entry = watch.next().await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
             match entry {
-                Ok(entry) => {
+                Some(Ok(entry)) => {
                     if inner.apply(entry) {
                         inner.changed.notify_one();
                     }
                 }
-                Err(e) => tracing::warn!("nats watch of the state bucket: {e}"),
+                Some(Err(e)) => {
+                    tracing::warn!("nats watch of the state bucket: {e}; watching it again");
+                    break;
+                }
+                None => break,
             }
         }
-        // The watch ended (a lost connection): start over from the current values.
-        tokio::time::sleep(PROBE_EVERY).await;
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        if let Ok(w) = strong.state.watch_with_history(">").await {
-            watch = w;
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            if let Ok(w) = strong.state.watch_with_history(">").await {
+                watch = w;
+                break;
+            }
         }
     }
 }
