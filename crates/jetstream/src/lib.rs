@@ -187,6 +187,64 @@ async fn bucket(js: &Context, options: &Options, name: &str) -> Result<kv::Store
     .map_err(|e| failed(format!("bucket {bucket}"), e))
 }
 
+/// How long start-up keeps trying the set-up requests (streams, consumer, bucket).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Creates (or updates) the streams, the shared consumer and the state bucket: every step
+/// idempotent, so a failed set-up can simply run again.
+async fn set_up(
+    client: &async_nats::Client,
+    options: &Options,
+) -> Result<
+    (
+        Context,
+        stream::Stream,
+        stream::Stream,
+        PullConsumer,
+        kv::Store,
+    ),
+    NatsError,
+> {
+    let js = context(client.clone(), options);
+    let p = &options.prefix;
+    let max_message_size = i32::try_from(options.max_message_bytes).unwrap_or(i32::MAX);
+    let mut streams = Vec::new();
+    for (name, subject) in [("queue", "queue"), ("dead", "dead")] {
+        let name = format!("{p}_{name}");
+        js.create_or_update_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{p}.{subject}.>")],
+            max_messages_per_subject: 1,
+            max_message_size,
+            num_replicas: options.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(format!("stream {name}"), e))?;
+        let handle = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| failed(format!("stream {name}"), e))?;
+        streams.push(handle);
+    }
+    let dead = streams.pop().expect("two streams");
+    let queue = streams.pop().expect("two streams");
+    let consumer = queue
+        .create_consumer(pull::Config {
+            durable_name: Some("deliver".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            filter_subject: format!("{p}.queue.>"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(format!("consumer deliver of {p}_queue"), e))?;
+    let state = bucket(&js, options, "state").await?;
+    Ok((js, queue, dead, consumer, state))
+}
+
 impl JetStream {
     /// Connects, creates (or updates) the streams, the consumer and the state bucket, and
     /// starts watching the bucket and probing the cluster's health.
@@ -203,43 +261,21 @@ impl JetStream {
                 ),
             ));
         }
-        let js = context(client.clone(), options);
+        // Set-up requests are idempotent; a cluster electing a leader (or nodes started together
+        // racing to create the same streams) can time the first ones out, so they are tried
+        // again for a while before start-up gives up.
+        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let (js, queue, dead, consumer, state) = loop {
+            match set_up(&client, options).await {
+                Ok(parts) => break parts,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "jetstream set-up failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let p = &options.prefix;
-        let max_message_size = i32::try_from(options.max_message_bytes).unwrap_or(i32::MAX);
-        let mut streams = Vec::new();
-        for (name, subject) in [("queue", "queue"), ("dead", "dead")] {
-            let name = format!("{p}_{name}");
-            js.create_or_update_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{p}.{subject}.>")],
-                max_messages_per_subject: 1,
-                max_message_size,
-                num_replicas: options.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(format!("stream {name}"), e))?;
-            let handle = js
-                .get_stream(&name)
-                .await
-                .map_err(|e| failed(format!("stream {name}"), e))?;
-            streams.push(handle);
-        }
-        let dead = streams.pop().expect("two streams");
-        let queue = streams.pop().expect("two streams");
-        let consumer = queue
-            .create_consumer(pull::Config {
-                durable_name: Some("deliver".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                max_deliver: -1,
-                max_ack_pending: 100_000,
-                filter_subject: format!("{p}.queue.>"),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(format!("consumer deliver of {p}_queue"), e))?;
-        let state = bucket(&js, options, "state").await?;
         let inner = Arc::new(Inner {
             client,
             js,
