@@ -4,6 +4,7 @@
 //! when `unshare -n` works, so nothing can leak out. One test binary with modules (STYLE 17).
 
 mod cli;
+mod cluster;
 mod conns;
 mod delivery;
 mod events;

@@ -241,27 +241,6 @@ fn check_config_reports_problems_with_their_place() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// whomp's idempotency keys and event records still live in its maildir: a jetstream queue is
-/// refused by `check-config` and at start, clearly, rather than run half on each.
-#[test]
-fn a_jetstream_queue_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "{}queue: {{ backend: jetstream, replicas: 1 }}\n",
-        crate::config_text(&local(&[443], &[]))
-    );
-    let config = harness::write_file(dir.path(), "whomp.yaml", &text);
-    let (code, _, err) = harness::run_cli(
-        Path::new(crate::BIN),
-        &["check-config", "--config", config.to_str().unwrap()],
-    );
-    assert_eq!(code, 64, "{err}");
-    assert!(
-        err.contains("queue.backend jetstream is not supported by whomp yet"),
-        "{err}"
-    );
-}
-
 #[test]
 fn a_full_disk_refuses_submissions_with_503_and_recovers() {
     let dir = tempfile::tempdir().unwrap();

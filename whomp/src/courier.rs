@@ -62,6 +62,9 @@ pub struct Payload {
     keys: Vec<Vec<u8>>,
     /// The webhook target of an event's delivery.
     webhook: Option<String>,
+    /// A target not in this node's index when prepared (cluster backend): its keys are looked
+    /// up in the shared records before sending.
+    unknown: Option<String>,
 }
 
 impl delivery::Courier for Courier {
@@ -106,9 +109,15 @@ impl delivery::Courier for Courier {
                 true,
             )
         })?;
+        let mut unknown = None;
         let keys = match (&message.meta.target, &message.meta.signing_key) {
             (Some(target), _) => match self.events.keys_of(target) {
                 Some(keys) => keys,
+                // Maybe made on another node since the index was read: looked up in `send`.
+                None if self.events.shared() => {
+                    unknown = Some(target.clone());
+                    Vec::new()
+                }
                 None => {
                     return Err(refuse(
                         url,
@@ -147,6 +156,7 @@ impl delivery::Courier for Courier {
                 target,
                 id: message.meta.id,
                 keys,
+                unknown,
                 // A notification about a paused target still goes.
                 webhook: message.meta.target.filter(|_| !notification),
             },
@@ -159,9 +169,32 @@ impl delivery::Courier for Courier {
             target,
             id,
             mut request,
-            keys,
+            mut keys,
             webhook: _,
+            unknown,
         } = payload;
+        if let Some(target) = unknown {
+            keys = match self.events.keys_of_current(&target).await {
+                Ok(Some(keys)) => keys,
+                Ok(None) => {
+                    return Err(Refused {
+                        target: request.url,
+                        error: format!("webhook target {target} was deleted"),
+                        permanent: true,
+                        policy: None,
+                    })
+                }
+                // Retried by the message's policy: the target is not known deleted.
+                Err(e) => {
+                    return Err(Refused {
+                        target: request.url,
+                        error: e.to_string(),
+                        permanent: false,
+                        policy: None,
+                    })
+                }
+            };
+        }
         let addrs = match live.guard.resolve_checked(&target).await {
             Ok(addrs) => addrs,
             Err(rejection) => {

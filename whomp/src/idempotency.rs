@@ -12,12 +12,21 @@
 //! long as its message is in the spool. Two submissions with the same key at the same time are
 //! serialised: the second waits for the first to be stored (or refused) and then answers with
 //! its id (or tries to store itself).
+//!
+//! With the cluster backend (`queue.backend: jetstream`) the nodes share their keys: a new key
+//! is also claimed in the shared records ([`Keys::shared`]) with an atomic create of
+//! `idempotency/<digest of caller and key>` holding the id the message will be stored as and its
+//! fingerprint, before the message is stored; a node that loses the create (another node took
+//! the key, now or before) answers with the winner's id. A claim whose message could not be
+//! stored is removed, so that a retry can store it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use daemon::queue::Records;
 use sha2::{Digest, Sha256};
+use storage::Records as _;
 use tokio::sync::watch;
 use ulid::Ulid;
 
@@ -83,11 +92,16 @@ pub fn caller(token: Option<&[u8]>) -> String {
     }
 }
 
+/// The record namespace of the keys shared by the nodes of a cluster.
+pub const NAMESPACE: &str = "idempotency";
+
 /// The key map. Cheap to share behind an [`Arc`].
 #[derive(Debug)]
 pub struct Keys {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// The records every node shares, where new keys are claimed (cluster backend only).
+    shared: Option<Records>,
 }
 
 #[derive(Debug, Default)]
@@ -113,8 +127,10 @@ pub enum Begin {
     Seen(Ulid),
     /// The key belongs to a different message of the same caller: `422`.
     Reused,
-    /// The key is new: store the message, then [`Reservation::stored`].
+    /// The key is new: store the message as [`Reservation::id`], then [`Reservation::stored`].
     New(Reservation),
+    /// The shared records could not be reached: `503`.
+    Unavailable(String),
 }
 
 /// The right to store the one message of a key; dropping it unstored frees the key.
@@ -122,6 +138,10 @@ pub enum Begin {
 pub struct Reservation {
     keys: Arc<Keys>,
     key: String,
+    /// The id to store the message as (the one claimed in the shared records, if any).
+    id: Ulid,
+    /// Whether the key was claimed in the shared records (removed again if not stored).
+    claimed: bool,
     fingerprint: Fingerprint,
     announce: Option<watch::Sender<Option<(Ulid, Fingerprint)>>>,
 }
@@ -156,6 +176,15 @@ impl Keys {
         Keys {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
+            shared: None,
+        }
+    }
+
+    /// An empty map whose new keys are claimed in `records`, which every node shares.
+    pub fn shared(capacity: usize, records: Records) -> Keys {
+        Keys {
+            shared: Some(records),
+            ..Keys::new(capacity)
         }
     }
 
@@ -215,21 +244,31 @@ impl Keys {
             }
         };
         loop {
-            let mut pending = {
+            // Another submission's outcome to wait for, or the right to store this one.
+            let looked = {
                 let mut inner = self.lock();
                 match inner.map.get(&key) {
                     Some(Slot::Stored(id, first)) => return judge(*id, *first),
-                    Some(Slot::Pending(rx)) => rx.clone(),
+                    Some(Slot::Pending(rx)) => Ok(rx.clone()),
                     None => {
                         let (tx, rx) = watch::channel(None);
                         inner.map.insert(key.clone(), Slot::Pending(rx));
-                        return Begin::New(Reservation {
-                            keys: self.clone(),
-                            key,
-                            fingerprint,
-                            announce: Some(tx),
-                        });
+                        Err(tx)
                     }
+                }
+            };
+            let mut pending = match looked {
+                Ok(pending) => pending,
+                Err(announce) => {
+                    let reservation = Reservation {
+                        keys: self.clone(),
+                        key,
+                        id: spool::Spool::new_id(),
+                        claimed: false,
+                        fingerprint,
+                        announce: Some(announce),
+                    };
+                    return self.claim(reservation, judge).await;
                 }
             };
             // The other submission either stores (its id comes) or fails (the sender is
@@ -242,6 +281,44 @@ impl Keys {
             if let Some((id, first)) = outcome {
                 return judge(id, Some(first));
             }
+        }
+    }
+
+    /// Claims a new key in the shared records, if any: the reservation if this node won it,
+    /// else the winner's answer (the reservation is dropped, freeing the local slot).
+    async fn claim(
+        &self,
+        mut reservation: Reservation,
+        judge: impl Fn(Ulid, Option<Fingerprint>) -> Begin,
+    ) -> Begin {
+        let Some(records) = &self.shared else {
+            return Begin::New(reservation);
+        };
+        let name = record_name(&reservation.key);
+        let value = format!("{} {}", reservation.id, reservation.fingerprint.to_hex());
+        let unavailable = |e: storage::RecordError| {
+            Begin::Unavailable(format!("cannot claim an idempotency key: {e}"))
+        };
+        match records.create(NAMESPACE, &name, value.into_bytes()).await {
+            Ok(true) => {
+                reservation.claimed = true;
+                return Begin::New(reservation);
+            }
+            Ok(false) => {}
+            Err(e) => return unavailable(e),
+        }
+        let first = match records.get(NAMESPACE, &name).await {
+            Ok(Some(value)) => parse_claim(&value),
+            // Freed (its message could not be stored) between the create and the get.
+            Ok(None) => None,
+            Err(e) => return unavailable(e),
+        };
+        match first {
+            Some((id, fingerprint)) => {
+                self.remember(reservation.key.clone(), id, Some(fingerprint));
+                judge(id, Some(fingerprint))
+            }
+            None => Begin::Unavailable(format!("idempotency key {name} is being freed; retry")),
         }
     }
 
@@ -270,7 +347,27 @@ fn scoped(caller: &str, key: &str) -> String {
     format!("{caller} {key}")
 }
 
+/// The shared record of a scoped key: a digest, as a key may hold any visible ASCII.
+fn record_name(scoped: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"whomp idempotency key\0")
+        .chain_update(scoped.as_bytes())
+        .finalize();
+    Fingerprint(digest.into()).to_hex()
+}
+
+/// A shared claim's value: `<id> <fingerprint in hex>`.
+fn parse_claim(value: &[u8]) -> Option<(Ulid, Fingerprint)> {
+    let (id, fingerprint) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+    Some((id.parse().ok()?, Fingerprint::from_hex(fingerprint)?))
+}
+
 impl Reservation {
+    /// The id to store the message as.
+    pub fn id(&self) -> Ulid {
+        self.id
+    }
+
     /// The message of this key was stored as `id`.
     pub fn stored(mut self, id: Ulid) {
         self.keys
@@ -288,6 +385,14 @@ impl Drop for Reservation {
             let mut inner = self.keys.lock();
             if matches!(inner.map.get(&self.key), Some(Slot::Pending(_))) {
                 inner.map.remove(&self.key);
+            }
+            if let (true, Some(records)) = (self.claimed, self.keys.shared.clone()) {
+                let name = record_name(&self.key);
+                tokio::spawn(async move {
+                    if let Err(e) = records.delete(NAMESPACE, &name).await {
+                        tracing::warn!(key = name, error = %e, "cannot free an idempotency key");
+                    }
+                });
             }
         }
     }

@@ -37,12 +37,6 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::submit::Submissions;
 
-/// Why whomp refuses `queue.backend: jetstream` for now: its idempotency keys, event records
-/// and listings still read the maildir (issue 12, docs/cluster.md).
-const NO_JETSTREAM: &str =
-    "queue.backend jetstream is not supported by whomp yet (its idempotency \
-     keys and event records still live in the maildir); use maildir";
-
 /// whomp, as `daemon::main` runs it.
 #[derive(Debug)]
 pub struct Whomp;
@@ -66,9 +60,6 @@ impl Daemon for Whomp {
         };
         if let Err(certs) = daemon::tls::load_listeners(&config.listen) {
             problems.extend(certs);
-        }
-        if config.queue.backend == config::Backend::Jetstream {
-            problems.extend(daemon::start::unplaced(NO_JETSTREAM));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -110,7 +101,7 @@ impl Daemon for Whomp {
         &config.listen
     }
 
-    /// Rebuilds the idempotency keys from the spool, serves the submit listeners (pre-flight,
+    /// Rebuilds the idempotency keys from the spool (or shares the cluster's), serves the submit listeners (pre-flight,
     /// store, answer with an id) and delivers what is stored, until SIGTERM.
     async fn run(
         mut kit: Kit,
@@ -119,24 +110,30 @@ impl Daemon for Whomp {
         config: Self::Config,
         path: PathBuf,
     ) -> Result<(), StartError> {
-        let spool = kit
-            .storage()
-            .maildir()
-            .cloned()
-            .ok_or_else(|| StartError::Config(NO_JETSTREAM.to_owned()))?;
+        let storage = kit.storage().clone();
+        let records = storage
+            .records(&config.queue, config.limits.max_body_bytes)
+            .await?;
         let live = Arc::new(Current::new(
             Live::build(&config).map_err(|e| StartError::Config(e.to_string()))?,
         ));
         let metrics = Metrics::new();
-        let keys = {
-            let dir = config.spool.dir.clone();
-            tokio::task::spawn_blocking(move || Keys::load(&dir, idempotency::CAPACITY))
-                .await
-                .map_err(|e| StartError::Runtime(format!("cannot read idempotency keys: {e}")))?
+        // A node of its own rebuilds its keys from the spool; cluster nodes share theirs.
+        let keys = match storage.maildir() {
+            Some(_) => {
+                let dir = config.spool.dir.clone();
+                tokio::task::spawn_blocking(move || Keys::load(&dir, idempotency::CAPACITY))
+                    .await
+                    .map_err(|e| {
+                        StartError::Runtime(format!("cannot read idempotency keys: {e}"))
+                    })?
+            }
+            None => Keys::shared(idempotency::CAPACITY, records.clone()),
         };
         let keys = Arc::new(keys);
         let events = events::Events::load(
-            &spool,
+            &storage,
+            records,
             config.limits.max_body_bytes,
             config.spool.retention,
             config.events.clone(),
@@ -148,7 +145,7 @@ impl Daemon for Whomp {
 
         let submissions = Arc::new(Submissions {
             live: live.clone(),
-            spool,
+            spool: storage,
             keys: keys.clone(),
             events: events.clone(),
             metrics: metrics.clone(),

@@ -28,6 +28,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
+use daemon::queue::Storage as Store;
 use spool::{Key, Spool};
 use storage::Storage;
 use telemetry::names;
@@ -51,7 +52,7 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Submissions {
     pub live: Arc<Current<Live>>,
-    pub spool: Spool,
+    pub spool: Store,
     pub keys: Arc<Keys>,
     pub events: Arc<crate::events::Events>,
     pub metrics: Metrics,
@@ -219,6 +220,16 @@ impl Submissions {
                     })
                 }
                 Begin::New(r) => reservation = Some(r),
+                Begin::Unavailable(error) => {
+                    tracing::error!(error, "answered 503");
+                    let resp = Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        names::SUBMISSION_UNAVAILABLE,
+                        "cannot check the Idempotency-Key now; retry later",
+                    )
+                    .into_response();
+                    return Ok((names::SUBMISSION_UNAVAILABLE, edge::retry_later(resp)));
+                }
             }
             idempotency = Some(Idempotency {
                 key,
@@ -227,7 +238,9 @@ impl Submissions {
             });
         }
         let checked = self.vet(live, parsed).await?;
-        let id = Spool::new_id();
+        let id = reservation
+            .as_ref()
+            .map_or_else(Spool::new_id, Reservation::id);
         let mut message = checked.message;
         message.headers.retain(|(n, _)| !stored::is_meta(n));
         let file = stored::encode(

@@ -266,3 +266,102 @@ impl storage::Storage for Storage {
         each!(self, s => s.unhealthy_reason())
     }
 }
+
+/// The records of either backend ([`storage::Records`]): the spool's `records/` folder, or the
+/// cluster's records bucket, which every node shares (whomp's event layer and idempotency keys).
+/// The bucket's handle is boxed (clippy large_enum_variant: 1288 against 24 bytes).
+#[derive(Clone)]
+pub enum Records {
+    Maildir(spool::DirRecords),
+    JetStream(Box<jetstream::JetRecords>),
+}
+
+impl Storage {
+    /// The records beside this storage; `queue` and `max_body_bytes` as given to [`Storage::open`].
+    pub async fn records(
+        &self,
+        queue: &config::Queue,
+        max_body_bytes: u64,
+    ) -> Result<Records, StartError> {
+        match self {
+            Storage::Maildir(s) => Ok(Records::Maildir(s.records())),
+            Storage::JetStream(s) => s
+                .records(&jetstream_options(queue, max_body_bytes))
+                .await
+                .map(|r| Records::JetStream(Box::new(r)))
+                .map_err(StartError::Queue),
+        }
+    }
+
+    /// Whether the nodes share this storage (and so their records): JetStream.
+    pub fn shared(&self) -> bool {
+        matches!(self, Storage::JetStream(_))
+    }
+}
+
+/// Calls `$call` on whichever records `$self` holds.
+macro_rules! each_records {
+    ($self:expr, $r:ident => $call:expr) => {
+        match $self {
+            Records::Maildir($r) => $call,
+            Records::JetStream($r) => $call,
+        }
+    };
+}
+
+impl storage::Records for Records {
+    async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), storage::RecordError> {
+        each_records!(self, r => r.put(namespace, key, value).await)
+    }
+
+    async fn create(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, storage::RecordError> {
+        each_records!(self, r => r.create(namespace, key, value).await)
+    }
+
+    async fn get(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, storage::RecordError> {
+        each_records!(self, r => r.get(namespace, key).await)
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, storage::RecordError> {
+        each_records!(self, r => r.delete(namespace, key).await)
+    }
+
+    async fn list(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, storage::RecordError> {
+        each_records!(self, r => r.list(namespace).await)
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Maildir(s) => f.debug_tuple("Maildir").field(&s.dir()).finish(),
+            Storage::JetStream(_) => f.write_str("JetStream"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Records::Maildir(r) => f.debug_tuple("Maildir").field(r).finish(),
+            Records::JetStream(_) => f.write_str("JetStream"),
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! [`storage::Records`] in a KV bucket (`P_records`), replicated like the queue: a record is
 //! `namespace/key` with every `.` written `=` (a name never holds `/` or `=`), so each record is
-//! one bucket key of one subject token, and no two names meet.
+//! one bucket key of one subject token, and no two names meet. A create is the bucket's own
+//! (a publish expecting the key's last revision to be none, or a delete), so exactly one of
+//! several nodes creating one key at once wins.
 
 use async_nats::jetstream::{kv, Context};
 use bytes::Bytes;
@@ -44,6 +46,20 @@ impl Records for JetRecords {
             .await
             .map(|_| ())
             .map_err(|e| unavailable(format!("record {k}"), e))
+    }
+
+    async fn create(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, RecordError> {
+        let k = bucket_key(namespace, key)?;
+        match self.kv.create(&k, Bytes::from(value)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(unavailable(format!("record {k}"), e)),
+        }
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, RecordError> {

@@ -7,6 +7,8 @@
 //! Records are few, small and changed rarely: they are always flushed, whatever `spool.fsync`
 //! says, and a whole namespace is read to list it. Record names cannot start with `.`, so a
 //! temporary file is never taken for a record (and a leftover one is overwritten by the next put).
+//! A create writes its own temporary file (`.<key>.<ulid>.tmp`) the same way and links it to the
+//! record's name, which fails if the name exists: of two creates at once, one link wins.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -41,6 +43,18 @@ impl Records for DirRecords {
         let key = check_name(key)?.to_owned();
         let root = self.root.clone();
         blocking(move || put(&root, &folder, &key, &value)).await
+    }
+
+    async fn create(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, RecordError> {
+        let folder = self.folder(namespace)?;
+        let key = check_name(key)?.to_owned();
+        let root = self.root.clone();
+        blocking(move || create(&root, &folder, &key, &value)).await
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
@@ -99,6 +113,32 @@ impl Records for DirRecords {
 }
 
 fn put(root: &Path, folder: &Path, key: &str, value: &[u8]) -> io::Result<()> {
+    let tmp = folder.join(format!(".{key}.tmp"));
+    write_tmp(root, folder, &tmp, value)?;
+    let path = folder.join(key);
+    fs::rename(&tmp, &path).map_err(|e| named(e, "rename", &path))?;
+    sync_dir(folder)
+}
+
+/// Links a flushed temporary file to the record's name, which fails if it exists.
+fn create(root: &Path, folder: &Path, key: &str, value: &[u8]) -> io::Result<bool> {
+    let tmp = folder.join(format!(".{key}.{}.tmp", ulid::Ulid::new()));
+    write_tmp(root, folder, &tmp, value)?;
+    let path = folder.join(key);
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(folder)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(named(e, "link", &path)),
+    }
+}
+
+/// Writes and flushes `value` to `tmp` in `folder`, making the folder first if need be.
+fn write_tmp(root: &Path, folder: &Path, tmp: &Path, value: &[u8]) -> io::Result<()> {
     if !folder.exists() {
         for dir in [root, folder] {
             fs::create_dir_all(dir).map_err(|e| named(e, "create", dir))?;
@@ -111,26 +151,22 @@ fn put(root: &Path, folder: &Path, key: &str, value: &[u8]) -> io::Result<()> {
             sync_dir(spool)?;
         }
     }
-    let tmp = folder.join(format!(".{key}.tmp"));
-    let path = folder.join(key);
     let write = || -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(FILE_MODE)
-            .open(&tmp)?;
+            .open(tmp)?;
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         file.write_all(value)?;
         rustix::fs::fdatasync(&file)?;
         Ok(())
     };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(named(e, "write", &tmp));
-    }
-    fs::rename(&tmp, &path).map_err(|e| named(e, "rename", &path))?;
-    sync_dir(folder)
+    write().map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        named(e, "write", tmp)
+    })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -64,6 +64,7 @@ where
 {
     records_are_put_got_listed_and_deleted(fresh().await).await;
     record_names_are_checked(fresh().await).await;
+    a_record_is_created_once(fresh().await).await;
 }
 
 fn attempt(status: u16) -> Attempt {
@@ -527,5 +528,49 @@ async fn record_names_are_checked<R: Records>(r: R) {
     assert_eq!(
         r.get("ok_ns", "Key-1.json").await.expect("get"),
         Some(vec![1])
+    );
+}
+
+async fn a_record_is_created_once<R: Records>(r: R) {
+    assert!(
+        matches!(
+            r.create("keys", ".bad", vec![]).await,
+            Err(RecordError::BadName(_))
+        ),
+        "create checks names"
+    );
+    // Several creates of one record at the same moment: exactly one wins, and its value stays.
+    let racers: Vec<_> = (0u8..8)
+        .map(|n| {
+            let r = r.clone();
+            tokio::spawn(async move { (n, r.create("keys", "k1", vec![n]).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (n, created) = racer.await.expect("a racer");
+        if created.expect("create") {
+            winners.push(n);
+        }
+    }
+    assert_eq!(winners.len(), 1, "one create wins: {winners:?}");
+    assert_eq!(
+        r.get("keys", "k1").await.expect("get"),
+        Some(vec![winners[0]]),
+        "the winner's value stays"
+    );
+    assert!(
+        !r.create("keys", "k1", vec![9]).await.expect("create"),
+        "an existing record is not created again"
+    );
+    assert_eq!(
+        r.list("keys").await.expect("list"),
+        vec![("k1".to_owned(), vec![winners[0]])],
+        "nothing else is left behind"
+    );
+    assert!(r.delete("keys", "k1").await.expect("delete"));
+    assert!(
+        r.create("keys", "k1", vec![7]).await.expect("create"),
+        "a deleted record can be created again"
     );
 }

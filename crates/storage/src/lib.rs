@@ -374,6 +374,16 @@ pub trait Records: Clone + Send + Sync + 'static {
         value: Vec<u8>,
     ) -> impl Future<Output = Result<(), RecordError>> + Send;
 
+    /// Stores `value` under `namespace`/`key` only if nothing is there, atomically: of several
+    /// creates of one record at the same moment (from any node) exactly one returns `true`, and
+    /// the others `false`, leaving the winner's value (an idempotency key's first id).
+    fn create(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, RecordError>> + Send;
+
     /// The value under `namespace`/`key`, if any.
     fn get(
         &self,

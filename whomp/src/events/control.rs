@@ -74,7 +74,7 @@ impl Events {
                 .unwrap_or_default();
             for key in held {
                 // One being handed back right now is due within HOLD anyway.
-                let _ = self.spool.retry_now(key).await;
+                let _ = self.storage.retry_now(key).await;
             }
         }
         let target = self.read().targets.get(id).map(|t| t.shown());
@@ -87,7 +87,7 @@ impl Events {
         if !self.read().targets.contains_key(id) {
             return Err(no_target(id));
         }
-        let dir = self.spool.dir().to_owned();
+        let dir = self.maildir()?;
         let wanted = id.to_owned();
         let dead = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Key>> {
             let seen = spool::offline::snapshot(&dir)?;
@@ -116,7 +116,7 @@ impl Events {
         })?;
         let mut recovered = 0usize;
         for key in dead {
-            match self.spool.requeue(key).await {
+            match self.storage.requeue(key).await {
                 Ok(()) => recovered += 1,
                 // Re-queued or deleted meanwhile by someone else: not ours to count.
                 Err(spool::RequeueError::NotDead(_)) => {}

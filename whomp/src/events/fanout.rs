@@ -99,23 +99,26 @@ impl Events {
         let bytes = api::read(&parts.headers, body, limit).await?;
         let event = parse(&api::object(&bytes)?, self.max_body_bytes)?;
         let _pending = if event.named {
-            if let Some(answer) = self.first_answer(&event.id) {
+            if let Some(answer) = self.first_answer(&event.id).await {
                 let mut resp = json_response(StatusCode::ACCEPTED, &answer);
                 resp.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return Ok(resp);
             }
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if !pending.insert(event.id.clone()) {
+            let inserted = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(event.id.clone());
+            if !inserted {
                 return Err(Refusal(
                     StatusCode::CONFLICT,
                     json!({"error": format!("event {} is being accepted right now; retry", event.id)}),
                 ));
             }
-            drop(pending);
             // It may have been answered between the look and the insert.
             let guard = Pending(self, event.id.clone());
-            if let Some(answer) = self.first_answer(&event.id) {
+            if let Some(answer) = self.first_answer(&event.id).await {
                 let mut resp = json_response(StatusCode::ACCEPTED, &answer);
                 resp.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -126,6 +129,14 @@ impl Events {
             None
         };
 
+        // Targets and subscriptions other nodes made are read in first (shared records only).
+        self.refresh().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the event records; answered 503");
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "cannot read the event records now; retry later"}),
+            )
+        })?;
         // Matching reads memory only; the files are written after the lock is let go.
         let files: Vec<(ulid::Ulid, String, String, Vec<u8>)> = {
             let index = self.read();
@@ -169,7 +180,7 @@ impl Events {
         // Enqueued side by side, so one group flush makes them all durable.
         let mut stores = tokio::task::JoinSet::new();
         for (id, _, _, file) in &files {
-            let spool = self.spool.clone();
+            let spool = self.storage.clone();
             let (id, file) = (*id, file.clone());
             stores.spawn(async move { spool.enqueue(id, 1, file).await });
         }
@@ -218,9 +229,20 @@ impl Events {
         Ok(json_response(StatusCode::ACCEPTED, &answer))
     }
 
-    fn first_answer(&self, id: &str) -> Option<Value> {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(id).map(|(_, answer)| answer.clone())
+    /// The answer given to event `id` within `retention`: from memory, or, when the records are
+    /// shared, from the record another node wrote.
+    async fn first_answer(&self, id: &str) -> Option<Value> {
+        let known = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.get(id).map(|(_, answer)| answer.clone())
+        };
+        if known.is_some() || !self.shared {
+            return known;
+        }
+        let bytes = self.records.get(ns::EVENTS, id).await.ok().flatten()?;
+        let event: Seen = serde_json::from_slice(&bytes).ok()?;
+        let horizon = spool::now_ms().saturating_sub(self.retention.as_millis() as u64);
+        (event.at_ms >= horizon).then_some(event.answer)
     }
 }
 

@@ -39,7 +39,7 @@ impl Events {
     /// Answers `GET /v1/messages` (already authorized).
     pub(crate) async fn list_messages(&self, query: &str) -> Result<Value, Refusal> {
         let q = parse(query)?;
-        let dir = self.spool.dir().to_owned();
+        let dir = self.maildir()?;
         tokio::task::spawn_blocking(move || page(&dir, &q))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))

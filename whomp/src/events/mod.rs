@@ -32,8 +32,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use daemon::queue::{Records, Storage};
 use serde_json::Value;
-use spool::{DirRecords, Spool};
 
 use index::Index;
 
@@ -49,8 +49,11 @@ pub mod ns {
 /// The event layer of one whomp: its records, their index, and the events seen.
 #[derive(Debug)]
 pub struct Events {
-    records: DirRecords,
-    spool: Spool,
+    records: Records,
+    storage: Storage,
+    /// Whether other nodes share the records (`queue.backend: jetstream`): the index is then
+    /// read again before an event is matched, and event ids are looked up in the records.
+    shared: bool,
     /// The largest event payload (`limits.max_body_bytes`).
     max_body_bytes: u64,
     index: RwLock<Index>,
@@ -87,25 +90,22 @@ pub enum LoadError {
 }
 
 impl Events {
-    /// Reads every record of the spool's event layer into memory; event answers older than
+    /// Reads every record of the event layer into memory; event answers older than
     /// `retention` are forgotten (and their records removed). `settings` say where failures
     /// are told (they take effect at the next start).
     pub async fn load(
-        spool: &Spool,
+        storage: &Storage,
+        records: Records,
         max_body_bytes: u64,
         retention: Duration,
         settings: config::whomp::Events,
     ) -> Result<Events, LoadError> {
-        let records = spool.records();
-        let index = Index {
-            targets: store::read_all(&records, ns::TARGETS).await?,
-            filters: store::read_all(&records, ns::FILTERS).await?,
-            subscriptions: store::read_all(&records, ns::SUBSCRIPTIONS).await?,
-        };
+        let index = read_index(&records).await?;
         let seen = fanout::load_seen(&records, retention).await?;
         Ok(Events {
             records,
-            spool: spool.clone(),
+            storage: storage.clone(),
+            shared: storage.shared(),
             max_body_bytes,
             index: RwLock::new(index),
             writing: tokio::sync::Mutex::new(()),
@@ -118,10 +118,37 @@ impl Events {
         })
     }
 
+    /// Reads the index again from the shared records, so that what other nodes changed is
+    /// seen (a no-op on a node of its own, whose index is always current).
+    pub(crate) async fn refresh(&self) -> Result<(), LoadError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let _writing = self.writing.lock().await;
+        let index = read_index(&self.records).await?;
+        *self.write() = index;
+        Ok(())
+    }
+
     /// The signing keys of target `id`, from memory; `None` if there is no such target (it was
     /// deleted after the delivery was queued).
     pub fn keys_of(&self, id: &str) -> Option<Vec<Vec<u8>>> {
         self.read().targets.get(id).map(model::Target::keys)
+    }
+
+    /// [`Events::keys_of`], after reading the index again if target `id` is not in it and the
+    /// records are shared (another node made it); an error if they cannot be read now.
+    pub async fn keys_of_current(&self, id: &str) -> Result<Option<Vec<Vec<u8>>>, LoadError> {
+        if let Some(keys) = self.keys_of(id) {
+            return Ok(Some(keys));
+        }
+        self.refresh().await?;
+        Ok(self.keys_of(id))
+    }
+
+    /// Whether other nodes share the records (the cluster backend).
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// How many targets, filters and subscriptions there are, for the start-up line.
@@ -134,6 +161,22 @@ impl Events {
         )
     }
 
+    /// The spool directory, for what is listed by reading the maildir (listings and recovery
+    /// of dead deliveries); with the cluster backend, not yet: 501.
+    fn maildir(&self) -> Result<std::path::PathBuf, api::Refusal> {
+        self.storage
+            .maildir()
+            .map(|s| s.dir().to_owned())
+            .ok_or_else(|| {
+                api::Refusal(
+                    http::StatusCode::NOT_IMPLEMENTED,
+                    serde_json::json!({
+                        "error": "listing messages is not available with queue.backend jetstream yet"
+                    }),
+                )
+            })
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -141,4 +184,13 @@ impl Events {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Every target, filter and subscription in `records`.
+async fn read_index(records: &Records) -> Result<Index, LoadError> {
+    Ok(Index {
+        targets: store::read_all(records, ns::TARGETS).await?,
+        filters: store::read_all(records, ns::FILTERS).await?,
+        subscriptions: store::read_all(records, ns::SUBSCRIPTIONS).await?,
+    })
 }

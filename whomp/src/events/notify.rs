@@ -301,7 +301,7 @@ impl Events {
                 ..Default::default()
             },
         );
-        match self.spool.enqueue(id, 1, file).await {
+        match self.storage.enqueue(id, 1, file).await {
             Ok(_) => tracing::info!(id = %id, notification = notice.kind, "notification queued"),
             Err(e) => {
                 tracing::error!(notification = notice.kind, error = %e, "cannot store a notification; not sent")
