@@ -43,7 +43,11 @@ fn two_nodes_share_status_idempotency_keys_and_event_targets() {
     // Submitted to node 1, delivered once, its status read on node 2.
     let id = one.submit(&envelope("POST", &url("/raw"), &[], "hello"));
     let status = two.wait_state(&id, "delivered");
-    assert_eq!(status["attempts"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(
+        status["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
     assert_eq!(received(&receiver, "/raw", "hello"), 1);
 
     // One Idempotency-Key sent to both nodes at once: one id, one message.

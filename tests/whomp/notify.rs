@@ -15,11 +15,17 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OPS_KEY: &str = "whsec_c2Vjb25kIGtleSBmb3Igd2hvbXAgdGVzdHM=";
 
 /// The notifications a receiver got, as JSON, in order.
+/// The notifications `receiver` got, each once: a notification is an ordinary whomp message,
+/// delivered at least once, so one in flight at a SIGKILL may come again with the same
+/// `webhook-id` (receivers de-duplicate on it, as the docs say).
 fn notices(receiver: &Receiver) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
     receiver
         .received()
         .iter()
-        .map(|r| parse(&String::from_utf8_lossy(&r.body)))
+        .enumerate()
+        .filter(|(i, r)| seen.insert(r.header("webhook-id").map_or(i.to_string(), str::to_owned)))
+        .map(|(_, r)| parse(&String::from_utf8_lossy(&r.body)))
         .collect()
 }
 

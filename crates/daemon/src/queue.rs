@@ -340,10 +340,7 @@ impl storage::Records for Records {
         each_records!(self, r => r.delete(namespace, key).await)
     }
 
-    async fn list(
-        &self,
-        namespace: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, storage::RecordError> {
+    async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, storage::RecordError> {
         each_records!(self, r => r.list(namespace).await)
     }
 }
