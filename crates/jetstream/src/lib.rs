@@ -684,10 +684,7 @@ impl Storage for JetStream {
         content: Vec<u8>,
     ) -> Result<Vec<Key>, Unavailable> {
         let inner = &self.inner;
-        let keys: Vec<Key> = match copies {
-            0 | 1 => vec![Key::new(id, 0)],
-            n => (1..=n).map(|c| Key::new(id, c)).collect(),
-        };
+        let keys = Key::copies_of(id, copies);
         let body = Bytes::from(content);
         // The messages first (a delivery that finds no state yet waits for it), then the state.
         for key in &keys {

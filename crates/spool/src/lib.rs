@@ -274,10 +274,7 @@ impl Spool {
         // Without fsync nothing below waits, so a caller enqueueing in a loop would never give
         // its worker back; spend from tokio's cooperative budget, which yields now and then.
         tokio::task::coop::consume_budget().await;
-        let keys: Vec<Key> = match copies {
-            0 | 1 => vec![Key::new(id, 0)],
-            n => (1..=n).map(|c| Key::new(id, c)).collect(),
-        };
+        let keys = Key::copies_of(id, copies);
         let root = self.inner.root.clone();
         let fail = |step, source| EnqueueError {
             key: id.to_string(),

@@ -28,6 +28,15 @@ impl Key {
         }
     }
 
+    /// The keys `enqueue` gives message `id` stored with `copies` deliverable copies: `id` alone
+    /// for one (or none), `id.1`..`id.N` for a fan-out. Every backend lays copies out so.
+    pub fn copies_of(id: Ulid, copies: u8) -> Vec<Key> {
+        match copies {
+            0 | 1 => vec![Key::new(id, 0)],
+            n => (1..=n).map(|c| Key::new(id, c)).collect(),
+        }
+    }
+
     /// The message's ULID, shared by all of its copies.
     pub fn id(&self) -> Ulid {
         Ulid::from_bytes(self.id)
