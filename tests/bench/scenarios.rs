@@ -535,31 +535,7 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
         f.add("whomp deliveries/s draining the backlog", drain);
         drop(whomp);
 
-        let direct = Target::post(receiver.addr, "/in", BODY);
-        let load = loadavg();
-        let c = load::closed_loop(&direct, per_host, s.warmup, s.measure)?;
-        note(
-            run,
-            &format!("client loop of {per_host} → receiver"),
-            describe(c.rate, &c.latencies),
-            &load,
-        );
-        f.add_load(
-            &format!("client loop, {per_host} connections → receiver"),
-            c.rate,
-            &c.latencies,
-        );
-
-        let dir = tempdir(s, &mut keep)?;
-        let load = loadavg();
-        let d = disk::maildir_loop(&dir, true, CONCURRENCY, BODY + 400, s.warmup, s.measure)?;
-        note(
-            run,
-            "maildir loop, fsync on",
-            describe(d.rate, &d.latencies),
-            &load,
-        );
-        f.add("maildir loop, fsync on, 64 threads: msg/s", d.rate);
+        whomp_ceilings(s, run, receiver.addr, per_host, &mut f, &mut keep)?;
     }
     f.print("whomp");
     print_targets(
@@ -584,6 +560,44 @@ pub(crate) fn whomp(s: &Settings) -> anyhow::Result<()> {
 
 /// Releases the holding receiver and waits until `queued` more requests were answered (or 10
 /// minutes passed); returns how many were and the seconds it took.
+/// The two ceilings whomp's figures are held against, measured in the same run: a plain client
+/// loop of `per_host` connections to the receiver at `receiver`, and the durable maildir loop.
+fn whomp_ceilings(
+    s: &Settings,
+    run: usize,
+    receiver: SocketAddr,
+    per_host: usize,
+    f: &mut Figures,
+    keep: &mut Vec<TempDir>,
+) -> anyhow::Result<()> {
+    let direct = Target::post(receiver, "/in", BODY);
+    let load = loadavg();
+    let c = load::closed_loop(&direct, per_host, s.warmup, s.measure)?;
+    note(
+        run,
+        &format!("client loop of {per_host} → receiver"),
+        describe(c.rate, &c.latencies),
+        &load,
+    );
+    f.add_load(
+        &format!("client loop, {per_host} connections → receiver"),
+        c.rate,
+        &c.latencies,
+    );
+
+    let dir = tempdir(s, keep)?;
+    let load = loadavg();
+    let d = disk::maildir_loop(&dir, true, CONCURRENCY, BODY + 400, s.warmup, s.measure)?;
+    note(
+        run,
+        "maildir loop, fsync on",
+        describe(d.rate, &d.latencies),
+        &load,
+    );
+    f.add("maildir loop, fsync on, 64 threads: msg/s", d.rate);
+    Ok(())
+}
+
 fn drain(receiver: &Receiver, queued: u64) -> (u64, f64) {
     let released = Instant::now();
     let before = receiver.answered();
@@ -811,30 +825,7 @@ pub(crate) fn events(s: &Settings) -> anyhow::Result<()> {
         }
 
         let ceiling = Receiver::start(Instant::now(), 0, false)?;
-        let direct = Target::post(ceiling.addr, "/in", BODY);
-        let load = loadavg();
-        let c = load::closed_loop(&direct, per_host, s.warmup, s.measure)?;
-        note(
-            run,
-            &format!("client loop of {per_host} → receiver"),
-            describe(c.rate, &c.latencies),
-            &load,
-        );
-        f.add_load(
-            &format!("client loop, {per_host} connections → receiver"),
-            c.rate,
-            &c.latencies,
-        );
-        let dir = tempdir(s, &mut keep)?;
-        let load = loadavg();
-        let d = disk::maildir_loop(&dir, true, CONCURRENCY, BODY + 400, s.warmup, s.measure)?;
-        note(
-            run,
-            "maildir loop, fsync on",
-            describe(d.rate, &d.latencies),
-            &load,
-        );
-        f.add("maildir loop, fsync on, 64 threads: msg/s", d.rate);
+        whomp_ceilings(s, run, ceiling.addr, per_host, &mut f, &mut keep)?;
     }
     f.print("events");
     let mut targets = Vec::new();

@@ -101,8 +101,9 @@ impl Daemon for Whomp {
         &config.listen
     }
 
-    /// Rebuilds the idempotency keys from the spool (or shares the cluster's), serves the submit listeners (pre-flight,
-    /// store, answer with an id) and delivers what is stored, until SIGTERM.
+    /// Rebuilds the idempotency keys from the spool (or shares the cluster's), serves the submit
+    /// listeners (pre-flight, store, answer with an id) and delivers what is stored, until
+    /// SIGTERM.
     async fn run(
         mut kit: Kit,
         listeners: Listeners,
