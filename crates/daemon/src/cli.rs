@@ -777,13 +777,7 @@ fn parse_since(text: &str, now_ms: u64) -> Option<u64> {
         };
         ms = ((h * 60 + min) * 60 + s) * 1000 + frac;
     }
-    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = telemetry::days_from_civil(y, m, day);
     u64::try_from(days * 86_400_000 + ms).ok()
 }
 

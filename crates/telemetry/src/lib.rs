@@ -226,6 +226,17 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm): the
+/// inverse of the date half of [`rfc3339`], for the places that read such times back.
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// A registry with the process metrics (`process_*`: CPU, memory, file descriptors) in it.
 pub fn registry() -> Registry {
     let registry = Registry::new();

@@ -187,14 +187,7 @@ fn parse_utc(text: &str) -> Option<u64> {
         0 => 0,
         n => num(frac)? * 1000 / 10_i64.checked_pow(n as u32)?,
     };
-    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = telemetry::days_from_civil(year, month, day);
     let total = ((days * 86_400 + h * 3600 + m * 60 + sec) * 1000).checked_add(ms)?;
     u64::try_from(total).ok()
 }
