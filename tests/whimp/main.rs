@@ -7,6 +7,7 @@ mod cluster;
 mod conns;
 mod faults;
 mod forward;
+mod import;
 mod logs;
 mod ops;
 mod secrets;

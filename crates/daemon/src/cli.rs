@@ -50,6 +50,11 @@ pub enum Command {
         action: SpoolAction,
         json: bool,
     },
+    /// Move the maildir spool `from` into the cluster `config` names ([`crate::import`]).
+    Import {
+        config: PathBuf,
+        from: PathBuf,
+    },
     Version,
     Help,
 }
@@ -103,6 +108,9 @@ usage:
                                         retrying one due (all copies if ID is a bare id)
   {name} spool delete --config FILE ID     delete one message (all copies if ID is a bare id)
   {name} spool purge --config FILE --dead  delete every dead message
+  {name} spool import --config FILE --from DIR
+                                        move the maildir spool DIR (its daemon stopped) into
+                                        the cluster FILE names (queue.backend: jetstream)
   {name} --version | --help
 
 exit codes: 0 ok, 1 operation failed, 64 bad usage or config, 69 spool locked or address in use,
@@ -125,6 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
     let mut config = None;
     let mut json = false;
     let mut dead = false;
+    let mut from: Option<PathBuf> = None;
     let mut filter = Filter::default();
     let mut filtered = None;
     let mut positional = Vec::new();
@@ -148,6 +157,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
             "-c" | "--config" => config = Some(PathBuf::from(value("a file")?)),
             "--json" => json = true,
             "--dead" => dead = true,
+            "--from" => from = Some(PathBuf::from(value("a spool directory")?)),
             "--state" => {
                 let v = value("a state")?;
                 filter.state = Some(match v.as_str() {
@@ -192,6 +202,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
             .ok_or_else(|| "--config FILE is required".to_owned())
     };
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
+    if from.is_some() && words != ["spool", "import"] {
+        return Err("--from goes with spool import".into());
+    }
     let action = match words.as_slice() {
         [] => {
             return no_spool_flags(
@@ -219,14 +232,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, dest: &str) -> Result<Com
         ["spool", "purge"] => {
             return Err("spool purge needs --dead (the only thing it purges)".into())
         }
+        ["spool", "import"] => {
+            let from = from.ok_or("spool import needs --from DIR (the maildir spool to move)")?;
+            return no_spool_flags(
+                Command::Import {
+                    config: need_config()?,
+                    from,
+                },
+                json,
+                &filtered,
+            );
+        }
         ["spool", ..] => {
-            return Err("spool takes list, show ID, retry ID, delete ID or purge --dead".into())
+            return Err(
+                "spool takes list, show ID, retry ID, delete ID, purge --dead or import --from DIR"
+                    .into(),
+            )
         }
         [other, ..] => return Err(format!("unknown command {other:?}")),
     };
     if let (Some(flag), false) = (&filtered, matches!(action, SpoolAction::List(_))) {
         return Err(format!("{flag} goes with spool list"));
     }
+
     Ok(Command::Spool {
         config: need_config()?,
         action,
@@ -892,6 +920,31 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_import() {
+        let import = Ok(Command::Import {
+            config: PathBuf::from("c.yaml"),
+            from: PathBuf::from("/var/spool/whimp"),
+        });
+        assert_eq!(
+            check("spool import --config c.yaml --from /var/spool/whimp"),
+            import
+        );
+        assert_eq!(check("spool import --from=/var/spool/whimp -c c.yaml"), import);
+        assert_eq!(
+            check("spool import --config c.yaml"),
+            Err("spool import needs --from DIR (the maildir spool to move)".into())
+        );
+        assert_eq!(
+            check("spool list --config c.yaml --from /x"),
+            Err("--from goes with spool import".into())
+        );
+        assert_eq!(
+            check("spool import --config c.yaml --from /x --state dead"),
+            Err("--state goes with spool list".into())
+        );
+    }
+
+    #[test]
     fn refuses_what_it_does_not_know() {
         assert_eq!(check(""), Err("--config FILE is required".into()));
         assert_eq!(check("--config"), Err("--config needs a file".into()));
@@ -902,7 +955,10 @@ mod tests {
         );
         assert_eq!(
             check("spool frob --config x"),
-            Err("spool takes list, show ID, retry ID, delete ID or purge --dead".into())
+            Err(
+                "spool takes list, show ID, retry ID, delete ID, purge --dead or import --from DIR"
+                    .into()
+            )
         );
         assert_eq!(
             check("frob --config x"),

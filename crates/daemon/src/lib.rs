@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod edge;
+pub mod import;
 pub mod kit;
 pub mod listen;
 pub mod queue;

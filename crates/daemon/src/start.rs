@@ -119,7 +119,8 @@ pub fn main<D: Daemon>() -> ExitCode {
         }
         Command::Run { config }
         | Command::CheckConfig { config }
-        | Command::Spool { config, .. } => config.clone(),
+        | Command::Spool { config, .. }
+        | Command::Import { config, .. } => config.clone(),
     };
     let config = match D::load(&path) {
         Ok(config) => config,
@@ -140,6 +141,21 @@ pub fn main<D: Daemon>() -> ExitCode {
                 ExitCode::from(exit::USAGE)
             }
         },
+        Command::Import { from, .. } => {
+            let (queue, max_body_bytes) = D::queue(&config);
+            if queue.backend != config::Backend::Jetstream {
+                eprintln!(
+                    "error: spool import moves a maildir spool into the cluster: {} must say queue.backend: jetstream",
+                    path.display()
+                );
+                return ExitCode::from(exit::USAGE);
+            }
+            ExitCode::from(crate::import::import_command(
+                &from,
+                &crate::queue::jetstream_options(queue, max_body_bytes),
+                &mut std::io::stdout().lock(),
+            ))
+        }
         Command::Spool { action, json, .. }
             if D::queue(&config).0.backend == config::Backend::Jetstream =>
         {

@@ -24,6 +24,7 @@
 //! publish error or timeout), calls fail with [`storage::Unavailable`] and
 //! [`JetStream::unhealthy_reason`] says why until a probe, once a second, succeeds again.
 
+mod import;
 mod index;
 mod record;
 mod records;
@@ -49,6 +50,7 @@ use ulid::Ulid;
 
 use index::Index;
 use record::Record;
+pub use import::{Imported, Incoming};
 pub use records::JetRecords;
 
 /// The most messages one `claim_due` takes from the consumer.
