@@ -187,6 +187,12 @@ fn sysusers_and_tmpfiles_create_users_and_directories() {
             "{passwd}"
         );
     }
+    // The user nats-server.service runs as (User=nats), home in its store.
+    let nats = passwd.lines().find(|l| l.starts_with("nats:"));
+    assert!(
+        nats.is_some_and(|l| l.ends_with(":/var/lib/nats:/usr/sbin/nologin")),
+        "{passwd}"
+    );
     run_ok(
         Command::new(tmpfiles)
             .arg(format!("--root={}", root.path().display()))
@@ -198,6 +204,8 @@ fn sysusers_and_tmpfiles_create_users_and_directories() {
         "var/spool/whomp",
         "etc/whimp",
         "etc/whomp",
+        "var/lib/nats",
+        "etc/nats",
     ] {
         assert!(root.path().join(dir).is_dir(), "{dir} was not created");
     }
