@@ -10,8 +10,9 @@
 //!   acknowledged to a sender before the stream acked the publish (with `replicas`, a quorum).
 //! - durable pull consumer `deliver` on it, shared by every node: explicit ack, `ack_wait`,
 //!   unlimited deliveries. A claim is a delivery; a retry is a NAK with the delay the retry
-//!   policy chose (the server redelivers then, to any node); a node that dies mid-attempt loses
-//!   its claim after `ack_wait` and another node gets the message: a duplicate, never a loss.
+//!   policy chose (the server redelivers then, to any node). A claim is kept with a progress ack
+//!   every half `ack_wait` while it lives; a node that dies mid-attempt sends none, loses its
+//!   claim after `ack_wait`, and another node gets the message: a duplicate, never a loss.
 //! - stream `P_dead` (`P.dead.<key>`): dead letters, re-queued from there by any node.
 //! - KV bucket `P_state`: each message's state and attempts ([`record::Record`]), the truth the
 //!   status API, listings and claims go by; every node watches it to answer the gauges and the
@@ -138,6 +139,8 @@ struct Inner {
     index: Mutex<Index>,
     changed: Notify,
     unhealthy: Mutex<Option<String>>,
+    /// The consumer's ack wait: a claim is kept alive with a progress ack every half of it.
+    ack_wait: Duration,
 }
 
 /// Connects to the servers named in `options`.
@@ -289,6 +292,7 @@ impl JetStream {
             index: Mutex::new(Index::default()),
             changed: Notify::new(),
             unhealthy: Mutex::new(None),
+            ack_wait: options.ack_wait,
         });
         // The index is complete before the first answer: read the bucket once, then follow.
         let mut watch = state
@@ -555,14 +559,41 @@ pub struct Claim {
     _held: Held,
 }
 
-/// Keeps a key in the index's claimed set while a claim lives, however it ends.
+/// Keeps a key in the index's claimed set while a claim lives, however it ends, and keeps the
+/// claim this node's: a progress ack every half `ack_wait` tells the server the attempt is still
+/// going, so an attempt longer than `ack_wait` (a slow backend, a wait for a per-host slot) is
+/// not handed to another node meanwhile. A node that dies sends none, and loses the claim.
 struct Held {
     inner: Arc<Inner>,
     key: Key,
+    progress: tokio::task::AbortHandle,
+}
+
+impl Held {
+    fn new(inner: &Arc<Inner>, key: Key, message: &js::Message) -> Held {
+        inner.index().claimed.insert(key);
+        let every = inner.ack_wait / 2;
+        let message = message.clone();
+        let progress = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!("nats progress ack of {key}: {e}");
+                }
+            }
+        })
+        .abort_handle();
+        Held {
+            inner: inner.clone(),
+            key,
+            progress,
+        }
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.progress.abort();
         self.inner.index().claimed.remove(&self.key);
     }
 }
@@ -643,19 +674,13 @@ impl JetStream {
                     let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
                     None
                 }
-                _ => {
-                    inner.index().claimed.insert(key);
-                    Some(Claim {
-                        key,
-                        attempts: record.attempts,
-                        since_ms: record.since_ms,
-                        message,
-                        _held: Held {
-                            inner: inner.clone(),
-                            key,
-                        },
-                    })
-                }
+                _ => Some(Claim {
+                    key,
+                    attempts: record.attempts,
+                    since_ms: record.since_ms,
+                    _held: Held::new(inner, key, &message),
+                    message,
+                }),
             },
         }
     }

@@ -146,18 +146,50 @@ async fn a_claim_not_finished_in_time_goes_to_another_node() {
     );
     let key = one(&a, b"hot potato").await;
     let held = claim_eventually(&a, key).await;
-    // Node a "dies" mid-attempt: it never finishes, and node b is handed the message.
+    // Node a "dies" mid-attempt: its connection goes (no outcome, no progress ack), and node b
+    // is handed the message.
+    a.inner.client.drain().await.unwrap();
     let taken = claim_eventually(&b, key).await;
     assert_eq!(b.read(&taken).await.unwrap(), b"hot potato");
     b.finish(taken, Some(&attempt(200)), Outcome::Delivered)
         .await
         .unwrap();
+    let c = JetStream::open(&o).await.unwrap();
     assert_eq!(
-        a.status(key).await.unwrap().map(|st| st.state),
+        c.status(key).await.unwrap().map(|st| st.state),
         Some(State::Delivered),
-        "either node sees the outcome"
+        "any node sees the outcome"
     );
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_longer_than_the_ack_wait_keeps_its_claim() {
+    let Some(nats) = Nats::single() else { return };
+    let mut o = options(&nats, &fresh());
+    o.ack_wait = Duration::from_secs(1);
+    let (a, b) = (
+        JetStream::open(&o).await.unwrap(),
+        JetStream::open(&o).await.unwrap(),
+    );
+    let key = one(&a, b"slow backend").await;
+    let held = claim_eventually(&a, key).await;
+    // Node a's attempt takes four ack waits; node b asks all along and is never handed it.
+    let until = tokio::time::Instant::now() + 4 * o.ack_wait;
+    while tokio::time::Instant::now() < until {
+        for c in b.claim_due(now_ms(), usize::MAX).await {
+            assert_ne!(c.key(), key, "handed to node b while node a still works on it");
+            b.release(c).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.finish(held, Some(&attempt(200)), Outcome::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.status(key).await.unwrap().map(|st| st.state),
+        Some(State::Delivered)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
