@@ -8,6 +8,7 @@ mod cluster;
 mod conns;
 mod delivery;
 mod events;
+mod import;
 mod isolated;
 mod notify;
 mod ops;
