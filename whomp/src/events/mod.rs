@@ -161,22 +161,6 @@ impl Events {
         )
     }
 
-    /// The spool directory, for what is listed by reading the maildir (listings and recovery
-    /// of dead deliveries); with the cluster backend, not yet: 501.
-    fn maildir(&self) -> Result<std::path::PathBuf, api::Refusal> {
-        self.storage
-            .maildir()
-            .map(|s| s.dir().to_owned())
-            .ok_or_else(|| {
-                api::Refusal(
-                    http::StatusCode::NOT_IMPLEMENTED,
-                    serde_json::json!({
-                        "error": "listing messages is not available with queue.backend jetstream yet"
-                    }),
-                )
-            })
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,0 +1,131 @@
+//! Cluster mode's API beyond the queue (issue 12): on one nats-server (R1), `GET /v1/messages`
+//! lists and a target's `recover` re-queues through the storage seam, as with the maildir
+//! (they answered 501 before); an event id posted to two nodes at the same moment fans out
+//! once. Skipped without nats-server locally, as the other cluster tests.
+
+use std::net::SocketAddr;
+use std::thread;
+
+use harness::{wait_for, Nats, Receiver};
+use serde_json::{json, Value};
+
+use crate::events::{call, post_event, subscribe};
+use crate::{envelope, local, Whomp};
+
+/// A whomp node on the cluster `nats`, delivering to receivers on `ports`, with `extra` config.
+fn node(nats: &Nats, ports: &[u16], extra: &str) -> Whomp {
+    Whomp::start(&format!(
+        "queue: {{ backend: jetstream, servers: [\"{}\"], replicas: 1, ack_wait: 3s }}\n{extra}{}",
+        nats.url(0),
+        local(ports, &["hooks.test", "raw.test"])
+    ))
+}
+
+fn get(w: &Whomp, path: &str) -> (u16, Value) {
+    call(w.submit_addr(), "GET", path, None)
+}
+
+/// Every message of a listing query, a page of `limit` at a time; fails on anything but 200.
+fn list_all(w: &Whomp, query: &str, limit: usize) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = get(
+            w,
+            &format!("/v1/messages?{query}&limit={limit}&cursor={cursor}"),
+        );
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit, "{page}");
+        all.extend(data.iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return all,
+        }
+    }
+}
+
+fn ids(listed: &[Value]) -> Vec<String> {
+    listed
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn messages_are_listed_and_a_targets_dead_deliveries_recovered_on_the_cluster() {
+    let Some(nats) = Nats::single() else {
+        return;
+    };
+    let (down, other) = (harness::free_port(), harness::free_port());
+    let raw = Receiver::start();
+    let ports = [down, other, raw.addr.port()];
+    let retry = "retry: { initial: 200ms, max_interval: 1s, max_age: 1h, max_attempts: 1 }\n";
+    let (one, two) = (node(&nats, &ports, retry), node(&nats, &ports, retry));
+    let target = subscribe(
+        &one,
+        &format!("http://hooks.test:{down}/in"),
+        &["a.b"],
+        json!({}),
+    );
+    subscribe(
+        &one,
+        &format!("http://hooks.test:{other}/in"),
+        &["a.b"],
+        json!({}),
+    );
+    let mut mine = Vec::new();
+    let mut all = Vec::new();
+    for n in 0..3 {
+        let (status, answer) = post_event(&one, &json!({"type": "a.b", "payload": n}));
+        assert_eq!(status, 202, "{answer}");
+        for d in answer["deliveries"].as_array().unwrap() {
+            let id = d["id"].as_str().unwrap().to_owned();
+            if d["targetId"] == target.as_str() {
+                mine.push(id.clone());
+            }
+            all.push(id);
+        }
+    }
+    let raw_id = one.submit(&envelope(
+        "POST",
+        &format!("http://raw.test:{}/r", raw.addr.port()),
+        &[],
+        "hi",
+    ));
+    for id in &all {
+        one.wait_state(id, "dead");
+    }
+    one.wait_state(&raw_id, "delivered");
+
+    // Listed on the other node, by target, a page of one at a time, oldest first.
+    let listed = list_all(&two, &format!("target={target}"), 1);
+    assert_eq!(ids(&listed), mine);
+    for m in &listed {
+        assert_eq!(m["state"], "dead", "{m}");
+        assert_eq!(m["attempt_count"], 1, "{m}");
+        assert_eq!(m["method"], "POST", "{m}");
+        assert!(m["last_error"].is_string(), "{m}");
+    }
+    assert_eq!(list_all(&two, "state=dead", 2).len(), 6);
+    let by_host = list_all(&two, "host=raw.test", 10);
+    assert_eq!(ids(&by_host), [raw_id.clone()]);
+    assert_eq!(by_host[0]["state"], "delivered");
+    assert_eq!(by_host[0]["targetId"], Value::Null);
+    assert!(list_all(&two, "since=2999-01-01T00:00:00Z", 10).is_empty());
+
+    // Recovered on the other node: only that target's, delivered once its receiver is up.
+    let receiver = Receiver::start_on(SocketAddr::from(([127, 0, 0, 1], down)));
+    let (status, answer) = call(
+        two.submit_addr(),
+        "POST",
+        &format!("/v1/webhooks/targets/{target}/recover?since=1h"),
+        None,
+    );
+    assert_eq!((status, &answer["recovered"]), (200, &json!(3)), "{answer}");
+    wait_for("the recovered deliveries arrive", || receiver.count() == 3);
+    for id in &mine {
+        one.wait_state(id, "delivered");
+    }
+    assert_eq!(list_all(&one, "state=dead", 10).len(), 3);
+}
