@@ -129,3 +129,54 @@ fn messages_are_listed_and_a_targets_dead_deliveries_recovered_on_the_cluster() 
     }
     assert_eq!(list_all(&one, "state=dead", 10).len(), 3);
 }
+
+#[test]
+fn an_event_id_posted_to_two_nodes_at_once_fans_out_once() {
+    let Some(nats) = Nats::single() else {
+        return;
+    };
+    let (a, b) = (Receiver::start(), Receiver::start());
+    let ports = [a.addr.port(), b.addr.port()];
+    let (one, two) = (
+        node(&nats, &ports, crate::FAST_RETRY),
+        node(&nats, &ports, crate::FAST_RETRY),
+    );
+    for port in ports {
+        subscribe(
+            &one,
+            &format!("http://hooks.test:{port}/in"),
+            &["race.*"],
+            json!({}),
+        );
+    }
+    const EVENTS: usize = 20;
+    for n in 0..EVENTS {
+        let event = json!({"id": format!("race-{n}"), "type": "race.on", "payload": {"n": n}});
+        let answers: Vec<(u16, Value)> = thread::scope(|s| {
+            let sent: Vec<_> = [&one, &two]
+                .map(|w| {
+                    let event = &event;
+                    s.spawn(move || post_event(w, event))
+                })
+                .into_iter()
+                .collect();
+            sent.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for (status, answer) in &answers {
+            assert_eq!(*status, 202, "event {n}: {answer}");
+            assert_eq!(answer["deliveries"].as_array().map(Vec::len), Some(2));
+        }
+        assert_eq!(answers[0].1, answers[1].1, "event {n}: the same deliveries");
+    }
+    // Every delivery stored is one of the answers': nothing was fanned out twice.
+    assert_eq!(list_all(&two, "", 1000).len(), 2 * EVENTS);
+    wait_for("every delivery arrives", || {
+        a.count() == EVENTS && b.count() == EVENTS
+    });
+    for receiver in [&a, &b] {
+        let mut bodies: Vec<Vec<u8>> = receiver.received().into_iter().map(|m| m.body).collect();
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(bodies.len(), EVENTS, "each event once per subscription");
+    }
+}

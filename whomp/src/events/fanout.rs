@@ -7,10 +7,12 @@
 //!
 //! De-duplication: an event posted with an `id` is remembered with its answer (a record,
 //! durable before the `202`) for `spool.retention`; the same id again fans out nothing and gets
-//! the first answer (with `Idempotent-Replayed: true`), also after a restart. Two posts of one
-//! id at the same moment: the second is a `409`, to be retried. Should whomp die between
-//! storing the deliveries and the record, the producer's retry (it got no answer) fans out
-//! again: a duplicate delivery, never a lost one.
+//! the first answer (with `Idempotent-Replayed: true`), also after a restart. Posts of one id
+//! at the same moment, to one node or several (the claim is a record created atomically in
+//! the shared records, [`ns::CLAIMS`]): one fans out, the others wait for its answer and
+//! replay it (a `409`, to be retried, if it takes longer than [`WAIT`]). Should whomp die
+//! between storing the deliveries and the record, the producer's retry (it got no answer) fans
+//! out again once the claim is stale: a duplicate delivery, never a lost one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,17 +62,49 @@ pub(super) async fn load_seen(
     Ok(seen)
 }
 
-/// Takes an event id off the pending set when its post is over, however it ends.
-struct Pending<'a>(&'a Events, String);
+/// How long a post of an event id that another post (on this node or another) is accepting
+/// waits for that one's answer; then it is a `409`, to be retried.
+const WAIT: Duration = Duration::from_secs(10);
+/// How often it looks for that answer meanwhile.
+const POLL: Duration = Duration::from_millis(50);
+/// A shared claim this old is of a node that died while accepting its event: taken over.
+const STALE: Duration = Duration::from_secs(60);
+
+/// The right to fan event id `1` out: on this node, its place in the pending set, and when the
+/// records are shared, its claim record (`event-claims/<id>`). Both go when the post is over,
+/// however it ends (after the answer is saved, or without one, so that a retry may fan out).
+struct Pending<'a> {
+    events: &'a Events,
+    id: String,
+    claimed: bool,
+}
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.0
+        let events = self.events;
+        events
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
+            .remove(&self.id);
+        if self.claimed {
+            let (records, id) = (events.records.clone(), self.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = records.delete(ns::CLAIMS, &id).await {
+                    // It goes when it is stale (or with the records' retention).
+                    tracing::warn!(event = id, error = %e, "cannot remove an event claim");
+                }
+            });
+        }
     }
+}
+
+/// What [`Events::claim`] found.
+enum Claim<'a> {
+    /// This post fans the event out.
+    Ours(Pending<'a>),
+    /// It was answered already (by this node or another): replay the answer.
+    Answered(Value),
 }
 
 /// An event as posted, checked.
@@ -98,33 +132,16 @@ impl Events {
             .saturating_add(ENVELOPE_ALLOWANCE);
         let bytes = api::read(&parts.headers, body, limit).await?;
         let event = parse(&api::object(&bytes)?, self.max_body_bytes)?;
-        let _pending = if event.named {
-            if let Some(answer) = self.first_answer(&event.id).await {
-                let mut resp = json_response(StatusCode::ACCEPTED, &answer);
-                resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(resp);
+        let _claim = if event.named {
+            match self.claim(&event.id).await? {
+                Claim::Ours(guard) => Some(guard),
+                Claim::Answered(answer) => {
+                    let mut resp = json_response(StatusCode::ACCEPTED, &answer);
+                    resp.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    return Ok(resp);
+                }
             }
-            let inserted = self
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(event.id.clone());
-            if !inserted {
-                return Err(Refusal(
-                    StatusCode::CONFLICT,
-                    json!({"error": format!("event {} is being accepted right now; retry", event.id)}),
-                ));
-            }
-            // It may have been answered between the look and the insert.
-            let guard = Pending(self, event.id.clone());
-            if let Some(answer) = self.first_answer(&event.id).await {
-                let mut resp = json_response(StatusCode::ACCEPTED, &answer);
-                resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(resp);
-            }
-            Some(guard)
         } else {
             None
         };
@@ -227,6 +244,70 @@ impl Events {
         }
         tracing::debug!(event = %event.id, deliveries = files.len(), "event accepted");
         Ok(json_response(StatusCode::ACCEPTED, &answer))
+    }
+
+    /// Claims event `id` for this post, atomically over every node sharing the records: of
+    /// several posts of one id at once, one fans out and the others wait (at most [`WAIT`]) for
+    /// its answer and replay it.
+    async fn claim(&self, id: &str) -> Result<Claim<'_>, Refusal> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(answer) = self.first_answer(id).await {
+                return Ok(Claim::Answered(answer));
+            }
+            let inserted = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned());
+            if inserted {
+                // Made before the shared claim, so that the pending set is cleared however
+                // this post ends.
+                let mut ours = Pending {
+                    events: self,
+                    id: id.to_owned(),
+                    claimed: false,
+                };
+                let won = !self.shared || self.claim_shared(id).await?;
+                ours.claimed = won && self.shared;
+                if won {
+                    // It may have been answered between the look and the claim.
+                    if let Some(answer) = self.first_answer(id).await {
+                        return Ok(Claim::Answered(answer));
+                    }
+                    return Ok(Claim::Ours(ours));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Refusal(
+                    StatusCode::CONFLICT,
+                    json!({"error": format!("event {id} is being accepted right now; retry")}),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates the shared claim of event `id`; whether this node got it. A claim left by a
+    /// node that died while accepting (older than [`STALE`]) is removed, to be claimed afresh.
+    async fn claim_shared(&self, id: &str) -> Result<bool, Refusal> {
+        let now = spool::now_ms();
+        let value = now.to_string().into_bytes();
+        let created = self.records.create(ns::CLAIMS, id, value).await;
+        if created.as_ref().is_ok_and(|won| !won) {
+            let held = self.records.get(ns::CLAIMS, id).await;
+            let since = held.as_ref().ok().and_then(|v| {
+                std::str::from_utf8(v.as_deref()?).ok()?.parse::<u64>().ok()
+            });
+            if since.is_some_and(|at| now.saturating_sub(at) > STALE.as_millis() as u64) {
+                tracing::warn!(event = id, "an event claim left by a node that stopped; taken over");
+                let _ = self.records.delete(ns::CLAIMS, id).await;
+            }
+        }
+        created.map_err(|e| {
+            tracing::error!(event = id, error = %e, "cannot claim an event id; answered 503");
+            Refusal::unavailable(&e)
+        })
     }
 
     /// The answer given to event `id` within `retention`: from memory, or, when the records are
