@@ -180,3 +180,68 @@ fn an_event_id_posted_to_two_nodes_at_once_fans_out_once() {
         assert_eq!(bodies.len(), EVENTS, "each event once per subscription");
     }
 }
+
+/// A node like [`node`] whose spool (and so its idempotency keys and event answers) keeps
+/// things for `retention`.
+fn node_keeping(nats: &Nats, ports: &[u16], retention: &str) -> Whomp {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "listen: [{{ addr: 127.0.0.1:0 }}]\nadmin: {{ addr: 127.0.0.1:0 }}\n\
+         spool: {{ dir: spool, retention: {retention} }}\n\
+         queue: {{ backend: jetstream, servers: [\"{}\"], replicas: 1, ack_wait: 3s }}\n{}{}",
+        nats.url(0),
+        crate::FAST_RETRY,
+        local(ports, &["hooks.test"])
+    );
+    let config = harness::write_file(dir.path(), "whomp.yaml", &text);
+    let daemon = harness::Daemon::start(std::path::Path::new(crate::BIN), &config);
+    Whomp {
+        daemon,
+        config,
+        dir,
+    }
+}
+
+#[test]
+fn idempotency_keys_and_event_answers_expire_in_the_cluster_after_the_retention() {
+    let Some(nats) = Nats::single() else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let (one, two) = (
+        node_keeping(&nats, &[port], "2s"),
+        node_keeping(&nats, &[port], "2s"),
+    );
+    let message = envelope("POST", &format!("http://hooks.test:{port}/k"), &[], "k");
+    let submit = |w: &Whomp| {
+        let (status, answer) = w.post_json("/v1/messages", "Idempotency-Key: k-exp\r\n", &message);
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().unwrap().to_owned()
+    };
+    let first = submit(&one);
+    assert_eq!(submit(&two), first, "the key is shared");
+    // Once the retention is over the claim is gone: the same key stores a new message, whose
+    // id both nodes then answer.
+    let mut second = first.clone();
+    wait_for("the key is free again", || {
+        second = submit(&two);
+        second != first
+    });
+    assert_eq!(submit(&one), second);
+
+    subscribe(
+        &one,
+        &format!("http://hooks.test:{port}/e"),
+        &["exp.*"],
+        json!({}),
+    );
+    let event = json!({"id": "e-exp", "type": "exp.on", "payload": 1});
+    let (status, answer) = post_event(&one, &event);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(post_event(&two, &event).1, answer, "replayed");
+    wait_for("the event's answer is forgotten", || {
+        let (status, again) = post_event(&two, &event);
+        status == 202 && again["deliveries"] != answer["deliveries"]
+    });
+}

@@ -12,7 +12,8 @@
 //! the shared records, [`ns::CLAIMS`]): one fans out, the others wait for its answer and
 //! replay it (a `409`, to be retried, if it takes longer than [`WAIT`]). Should whomp die
 //! between storing the deliveries and the record, the producer's retry (it got no answer) fans
-//! out again once the claim is stale: a duplicate delivery, never a lost one.
+//! out again once the claim has expired ([`STALE`]): a duplicate delivery, never a lost one.
+//! Answers are kept for `spool.retention` (in the cluster, the records expire by themselves).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,7 +68,8 @@ pub(super) async fn load_seen(
 const WAIT: Duration = Duration::from_secs(10);
 /// How often it looks for that answer meanwhile.
 const POLL: Duration = Duration::from_millis(50);
-/// A shared claim this old is of a node that died while accepting its event: taken over.
+/// How long a shared claim lives: one this old is of a node that died while accepting its
+/// event, and expires so that a retry may fan it out.
 const STALE: Duration = Duration::from_secs(60);
 
 /// The right to fan event id `1` out: on this node, its place in the pending set, and when the
@@ -234,7 +236,7 @@ impl Events {
                 at_ms,
                 answer: answer.clone(),
             };
-            if let Err(e) = self.save(ns::EVENTS, &event.id, &seen).await {
+            if let Err(e) = self.save_answer(&event.id, &seen).await {
                 return Err(Refusal::unavailable(&e));
             }
             let mut all = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -289,40 +291,50 @@ impl Events {
     }
 
     /// Creates the shared claim of event `id`; whether this node got it. A claim left by a
-    /// node that died while accepting (older than [`STALE`]) is removed, to be claimed afresh.
+    /// node that died while accepting expires after [`STALE`].
     async fn claim_shared(&self, id: &str) -> Result<bool, Refusal> {
-        let now = spool::now_ms();
-        let value = now.to_string().into_bytes();
-        let created = self.records.create(ns::CLAIMS, id, value).await;
-        if created.as_ref().is_ok_and(|won| !won) {
-            let held = self.records.get(ns::CLAIMS, id).await;
-            let since = held.as_ref().ok().and_then(|v| {
-                std::str::from_utf8(v.as_deref()?).ok()?.parse::<u64>().ok()
-            });
-            if since.is_some_and(|at| now.saturating_sub(at) > STALE.as_millis() as u64) {
-                tracing::warn!(event = id, "an event claim left by a node that stopped; taken over");
-                let _ = self.records.delete(ns::CLAIMS, id).await;
-            }
-        }
+        let value = spool::now_ms().to_string().into_bytes();
+        let created = self.records.create_expiring(ns::CLAIMS, id, value, STALE).await;
         created.map_err(|e| {
             tracing::error!(event = id, error = %e, "cannot claim an event id; answered 503");
             Refusal::unavailable(&e)
         })
     }
 
+    /// Stores the answer to event `id`, kept for `retention` (the cluster's records expire by
+    /// themselves; the maildir's are pruned at the next start). One older than that may still
+    /// be there, and is replaced.
+    async fn save_answer(&self, id: &str, seen: &Seen) -> Result<(), storage::RecordError> {
+        let bytes = serde_json::to_vec(seen).unwrap_or_default();
+        let records = &self.records;
+        let retention = self.retention;
+        if !records
+            .create_expiring(ns::EVENTS, id, bytes.clone(), retention)
+            .await?
+        {
+            records.delete(ns::EVENTS, id).await?;
+            records
+                .create_expiring(ns::EVENTS, id, bytes, retention)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The answer given to event `id` within `retention`: from memory, or, when the records are
     /// shared, from the record another node wrote.
     async fn first_answer(&self, id: &str) -> Option<Value> {
+        let horizon = spool::now_ms().saturating_sub(self.retention.as_millis() as u64);
         let known = {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.get(id).map(|(_, answer)| answer.clone())
+            seen.get(id)
+                .filter(|(at, _)| *at >= horizon)
+                .map(|(_, answer)| answer.clone())
         };
         if known.is_some() || !self.shared {
             return known;
         }
         let bytes = self.records.get(ns::EVENTS, id).await.ok().flatten()?;
         let event: Seen = serde_json::from_slice(&bytes).ok()?;
-        let horizon = spool::now_ms().saturating_sub(self.retention.as_millis() as u64);
         (event.at_ms >= horizon).then_some(event.answer)
     }
 }
