@@ -109,7 +109,7 @@ fn messages_are_listed_and_a_targets_dead_deliveries_recovered_on_the_cluster() 
     }
     assert_eq!(list_all(&two, "state=dead", 2).len(), 6);
     let by_host = list_all(&two, "host=raw.test", 10);
-    assert_eq!(ids(&by_host), [raw_id.clone()]);
+    assert_eq!(ids(&by_host), [raw_id.as_str()]);
     assert_eq!(by_host[0]["state"], "delivered");
     assert_eq!(by_host[0]["targetId"], Value::Null);
     assert!(list_all(&two, "since=2999-01-01T00:00:00Z", 10).is_empty());

@@ -78,7 +78,12 @@ async fn open_bucket(js: &Context, options: &Options) -> Result<kv::Store, NatsE
         .get_stream(&store.stream_name)
         .await
         .map_err(|e| failed(what(), e))?;
-    let mut config = stream.info().await.map_err(|e| failed(what(), e))?.config.clone();
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| failed(what(), e))?
+        .config
+        .clone();
     if !config.allow_message_ttl || config.num_replicas != options.replicas {
         config.allow_message_ttl = true;
         config.num_replicas = options.replicas;
@@ -214,17 +219,32 @@ mod tests {
         let (s, options) = open(&nats).await;
         let r = s.records(&options).await.unwrap();
         let ttl = Duration::from_secs(1);
-        assert!(r.create_expiring("ns", "a", b"1".to_vec(), ttl).await.unwrap());
-        assert!(!r.create_expiring("ns", "a", b"2".to_vec(), ttl).await.unwrap());
+        assert!(r
+            .create_expiring("ns", "a", b"1".to_vec(), ttl)
+            .await
+            .unwrap());
+        assert!(!r
+            .create_expiring("ns", "a", b"2".to_vec(), ttl)
+            .await
+            .unwrap());
         r.put("ns", "kept", b"k".to_vec()).await.unwrap();
         gone(&r, "a").await;
-        assert!(r.create_expiring("ns", "a", b"3".to_vec(), ttl).await.unwrap());
+        assert!(r
+            .create_expiring("ns", "a", b"3".to_vec(), ttl)
+            .await
+            .unwrap());
         assert!(r.delete("ns", "a").await.unwrap());
-        assert!(r.create_expiring("ns", "a", b"4".to_vec(), ttl).await.unwrap());
+        assert!(r
+            .create_expiring("ns", "a", b"4".to_vec(), ttl)
+            .await
+            .unwrap());
         gone(&r, "a").await;
         assert_eq!(r.get("ns", "kept").await.unwrap(), Some(b"k".to_vec()));
         // A second opening of the bucket (another node, a restart) keeps its TTLs allowed.
         let again = s.records(&options).await.unwrap();
-        assert!(again.create_expiring("ns", "b", b"1".to_vec(), ttl).await.unwrap());
+        assert!(again
+            .create_expiring("ns", "b", b"1".to_vec(), ttl)
+            .await
+            .unwrap());
     }
 }

@@ -72,13 +72,15 @@ const POLL: Duration = Duration::from_millis(50);
 /// event, and expires so that a retry may fan it out.
 const STALE: Duration = Duration::from_secs(60);
 
-/// The right to fan event id `1` out: on this node, its place in the pending set, and when the
-/// records are shared, its claim record (`event-claims/<id>`). Both go when the post is over,
-/// however it ends (after the answer is saved, or without one, so that a retry may fan out).
+/// The right to fan an event id out: on this node, its place in the pending set, and when the
+/// records are shared, its claim record (`event-claims/<id>`). Its place goes when the post is
+/// over, however it ends; the claim goes then if no answer was stored (so that a retry may fan
+/// out at once), else it expires by itself (the answer is what later posts find).
 struct Pending<'a> {
     events: &'a Events,
     id: String,
-    claimed: bool,
+    /// The shared claim is to be removed: it was made, and no answer is stored yet.
+    release: bool,
 }
 
 impl Drop for Pending<'_> {
@@ -89,11 +91,11 @@ impl Drop for Pending<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
-        if self.claimed {
+        if self.release {
             let (records, id) = (events.records.clone(), self.id.clone());
             tokio::spawn(async move {
                 if let Err(e) = records.delete(ns::CLAIMS, &id).await {
-                    // It goes when it is stale (or with the records' retention).
+                    // It expires after STALE.
                     tracing::warn!(event = id, error = %e, "cannot remove an event claim");
                 }
             });
@@ -134,7 +136,7 @@ impl Events {
             .saturating_add(ENVELOPE_ALLOWANCE);
         let bytes = api::read(&parts.headers, body, limit).await?;
         let event = parse(&api::object(&bytes)?, self.max_body_bytes)?;
-        let _claim = if event.named {
+        let mut claim = if event.named {
             match self.claim(&event.id).await? {
                 Claim::Ours(guard) => Some(guard),
                 Claim::Answered(answer) => {
@@ -239,6 +241,9 @@ impl Events {
             if let Err(e) = self.save_answer(&event.id, &seen).await {
                 return Err(Refusal::unavailable(&e));
             }
+            if let Some(claim) = claim.as_mut() {
+                claim.release = false;
+            }
             let mut all = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let horizon = at_ms.saturating_sub(self.retention.as_millis() as u64);
             all.retain(|_, (at, _)| *at >= horizon);
@@ -268,10 +273,10 @@ impl Events {
                 let mut ours = Pending {
                     events: self,
                     id: id.to_owned(),
-                    claimed: false,
+                    release: false,
                 };
                 let won = !self.shared || self.claim_shared(id).await?;
-                ours.claimed = won && self.shared;
+                ours.release = won && self.shared;
                 if won {
                     // It may have been answered between the look and the claim.
                     if let Some(answer) = self.first_answer(id).await {
@@ -290,11 +295,16 @@ impl Events {
         }
     }
 
-    /// Creates the shared claim of event `id`; whether this node got it. A claim left by a
-    /// node that died while accepting expires after [`STALE`].
+    /// Creates the shared claim of event `id`; whether this node got it. A claim expires after
+    /// [`STALE`] (or the retention, if shorter).
     async fn claim_shared(&self, id: &str) -> Result<bool, Refusal> {
         let value = spool::now_ms().to_string().into_bytes();
-        let created = self.records.create_expiring(ns::CLAIMS, id, value, STALE).await;
+        // Never longer than the answer it stands for is kept.
+        let ttl = STALE.min(self.retention);
+        let created = self
+            .records
+            .create_expiring(ns::CLAIMS, id, value, ttl)
+            .await;
         created.map_err(|e| {
             tracing::error!(event = id, error = %e, "cannot claim an event id; answered 503");
             Refusal::unavailable(&e)
