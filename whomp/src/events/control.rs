@@ -84,8 +84,18 @@ impl Events {
     /// Re-queues target `id`'s dead deliveries accepted since `since` (ms since the epoch);
     /// answers how many.
     pub(super) async fn recover(&self, id: &str, since_ms: u64) -> Result<Value, Refusal> {
+        // A target made on another node is read in first (shared records only).
         if !self.read().targets.contains_key(id) {
-            return Err(no_target(id));
+            self.refresh().await.map_err(|e| {
+                tracing::error!(error = %e, "cannot read the event records; answered 503");
+                Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "cannot read the event records now; retry later"}),
+                )
+            })?;
+            if !self.read().targets.contains_key(id) {
+                return Err(no_target(id));
+            }
         }
         let dead = self.dead_of(id, since_ms).await.map_err(|e| {
             tracing::error!(error = %e, "cannot list dead deliveries; answered 503");
