@@ -301,14 +301,10 @@ impl Events {
         let value = spool::now_ms().to_string().into_bytes();
         // Never longer than the answer it stands for is kept.
         let ttl = STALE.min(self.retention);
-        let created = self
-            .records
+        self.records
             .create_expiring(ns::CLAIMS, id, value, ttl)
-            .await;
-        created.map_err(|e| {
-            tracing::error!(event = id, error = %e, "cannot claim an event id; answered 503");
-            Refusal::unavailable(&e)
-        })
+            .await
+            .map_err(|e| Refusal::unavailable(&e))
     }
 
     /// Stores the answer to event `id`, kept for `retention` (the cluster's records expire by
