@@ -5,6 +5,7 @@
 
 mod cli;
 mod cluster;
+mod cluster_api;
 mod conns;
 mod delivery;
 mod events;

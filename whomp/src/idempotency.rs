@@ -18,11 +18,14 @@
 //! `idempotency/<digest of caller and key>` holding the id the message will be stored as and its
 //! fingerprint, before the message is stored; a node that loses the create (another node took
 //! the key, now or before) answers with the winner's id. A claim whose message could not be
-//! stored is removed, so that a retry can store it.
+//! stored is removed, so that a retry can store it. A claim expires after `spool.retention`
+//! (the records' own TTL), as a node of its own forgets a key once its delivered message is
+//! pruned; the key may then be used again for a new message.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use daemon::queue::Records;
 use sha2::{Digest, Sha256};
@@ -100,8 +103,9 @@ pub const NAMESPACE: &str = "idempotency";
 pub struct Keys {
     inner: Mutex<Inner>,
     capacity: usize,
-    /// The records every node shares, where new keys are claimed (cluster backend only).
-    shared: Option<Records>,
+    /// The records every node shares, where new keys are claimed (cluster backend only), and
+    /// how long a claim is kept there (`spool.retention`, as a delivered message is).
+    shared: Option<(Records, Duration)>,
 }
 
 #[derive(Debug, Default)]
@@ -180,10 +184,11 @@ impl Keys {
         }
     }
 
-    /// An empty map whose new keys are claimed in `records`, which every node shares.
-    pub fn shared(capacity: usize, records: Records) -> Keys {
+    /// An empty map whose new keys are claimed in `records`, which every node shares, for
+    /// `retention`.
+    pub fn shared(capacity: usize, records: Records, retention: Duration) -> Keys {
         Keys {
-            shared: Some(records),
+            shared: Some((records, retention)),
             ..Keys::new(capacity)
         }
     }
@@ -247,6 +252,9 @@ impl Keys {
             // Another submission's outcome to wait for, or the right to store this one.
             let looked = {
                 let mut inner = self.lock();
+                if matches!(inner.map.get(&key), Some(Slot::Stored(id, _)) if self.expired(*id)) {
+                    inner.map.remove(&key);
+                }
                 match inner.map.get(&key) {
                     Some(Slot::Stored(id, first)) => return judge(*id, *first),
                     Some(Slot::Pending(rx)) => Ok(rx.clone()),
@@ -291,7 +299,7 @@ impl Keys {
         mut reservation: Reservation,
         judge: impl Fn(Ulid, Option<Fingerprint>) -> Begin,
     ) -> Begin {
-        let Some(records) = &self.shared else {
+        let Some((records, retention)) = &self.shared else {
             return Begin::New(reservation);
         };
         let name = record_name(&reservation.key);
@@ -299,7 +307,10 @@ impl Keys {
         let unavailable = |e: storage::RecordError| {
             Begin::Unavailable(format!("cannot claim an idempotency key: {e}"))
         };
-        match records.create(NAMESPACE, &name, value.into_bytes()).await {
+        let created = records
+            .create_expiring(NAMESPACE, &name, value.into_bytes(), *retention)
+            .await;
+        match created {
             Ok(true) => {
                 reservation.claimed = true;
                 return Begin::New(reservation);
@@ -320,6 +331,14 @@ impl Keys {
             }
             None => Begin::Unavailable(format!("idempotency key {name} is being freed; retry")),
         }
+    }
+
+    /// Whether a shared key first stored as `id` is past its retention (its claim expires in
+    /// the records; the copy in memory goes with it). A node of its own keeps its keys.
+    fn expired(&self, id: Ulid) -> bool {
+        self.shared.as_ref().is_some_and(|(_, retention)| {
+            spool::now_ms().saturating_sub(id.timestamp_ms()) > retention.as_millis() as u64
+        })
     }
 
     fn remember(&self, key: String, id: Ulid, fingerprint: Option<Fingerprint>) {
@@ -386,7 +405,7 @@ impl Drop for Reservation {
             if matches!(inner.map.get(&self.key), Some(Slot::Pending(_))) {
                 inner.map.remove(&self.key);
             }
-            if let (true, Some(records)) = (self.claimed, self.keys.shared.clone()) {
+            if let (true, Some((records, _))) = (self.claimed, self.keys.shared.clone()) {
                 let name = record_name(&self.key);
                 tokio::spawn(async move {
                     if let Err(e) = records.delete(NAMESPACE, &name).await {

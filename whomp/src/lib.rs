@@ -129,7 +129,11 @@ impl Daemon for Whomp {
                         StartError::Runtime(format!("cannot read idempotency keys: {e}"))
                     })?
             }
-            None => Keys::shared(idempotency::CAPACITY, records.clone()),
+            None => Keys::shared(
+                idempotency::CAPACITY,
+                records.clone(),
+                config.spool.retention,
+            ),
         };
         let keys = Arc::new(keys);
         let events = events::Events::load(

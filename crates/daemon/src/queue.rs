@@ -328,6 +328,16 @@ impl storage::Records for Records {
         each_records!(self, r => r.create(namespace, key, value).await)
     }
 
+    async fn create_expiring(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, storage::RecordError> {
+        each_records!(self, r => r.create_expiring(namespace, key, value, ttl).await)
+    }
+
     async fn get(
         &self,
         namespace: &str,

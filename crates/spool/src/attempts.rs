@@ -1,7 +1,7 @@
 //! The attempt log: every attempt's record, appended to a log shared by the messages that
 //! arrived in the same second, read back per message, and pruned with the messages it served.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -52,6 +52,26 @@ pub(crate) fn read_attempts(root: &Path, key: Key) -> Vec<Attempt> {
         // (An `Attempt` ignores the `key` field.)
         .filter_map(|line| serde_json::from_str::<Attempt>(&line).ok())
         .collect()
+}
+
+/// Every history in the log at `path` (one shard), by key: for listing all of a shard's
+/// messages with one read of it rather than one per message.
+pub(crate) fn read_log(path: &Path) -> HashMap<Key, Vec<Attempt>> {
+    let mut all: HashMap<Key, Vec<Attempt>> = HashMap::new();
+    let Ok(file) = File::open(path) else {
+        return all;
+    };
+    for line in io::BufReader::new(file).lines().map_while(Result::ok) {
+        // `{"key":"<key>",...`, as `LogLine` writes it; a line cut by a crash is skipped.
+        let key = line
+            .strip_prefix("{\"key\":\"")
+            .and_then(|rest| rest.split_once('"'))
+            .and_then(|(key, _)| key.parse::<Key>().ok());
+        if let (Some(key), Ok(attempt)) = (key, serde_json::from_str::<Attempt>(&line)) {
+            all.entry(key).or_default().push(attempt);
+        }
+    }
+    all
 }
 
 /// Deletes attempt logs last written before `cutoff` (seconds since the epoch) whose shard is

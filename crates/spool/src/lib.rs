@@ -549,6 +549,15 @@ impl Spool {
         finished_status(&self.inner.root, key)
     }
 
+    /// Where `key`'s file is, without reading its history (for a read of the file alone).
+    pub(crate) fn locate_path(&self, key: Key) -> Option<PathBuf> {
+        if lock(&self.inner.index).get(&key).is_some() {
+            // Queued: from memory. (Finished meanwhile: found the slower way.)
+            return self.locate_file(key).map(|(_, path)| path);
+        }
+        finished_file(&self.inner.root, key).map(|(_, path)| path)
+    }
+
     /// The recorded attempts of `key`, oldest first.
     pub fn history(&self, key: Key) -> Vec<Attempt> {
         read_attempts(&self.inner.root, key)
@@ -636,22 +645,25 @@ fn current_name(claim: &Claim) -> PathBuf {
 }
 
 fn finished_status(root: &Path, key: Key) -> Option<(Status, PathBuf)> {
-    for (folder, state) in [
+    let (state, path) = finished_file(root, key)?;
+    let status = Status {
+        key,
+        state,
+        attempts: read_attempts(root, key).len() as u32,
+        next_attempt_ms: None,
+    };
+    Some((status, path))
+}
+
+/// Where a finished message's file is, and its state, without reading its history.
+fn finished_file(root: &Path, key: Key) -> Option<(State, PathBuf)> {
+    [
         (Folder::Done, State::Delivered),
         (Folder::Dead, State::Dead),
-    ] {
-        let path = folder.path(root).join(key.to_string());
-        if path.exists() {
-            let status = Status {
-                key,
-                state,
-                attempts: read_attempts(root, key).len() as u32,
-                next_attempt_ms: None,
-            };
-            return Some((status, path));
-        }
-    }
-    None
+    ]
+    .into_iter()
+    .map(|(folder, state)| (state, folder.path(root).join(key.to_string())))
+    .find(|(_, path)| path.exists())
 }
 
 pub mod offline;

@@ -9,12 +9,12 @@
 //! re-queues out of `dead/`): a message that moves is seen at least once, and when it is seen
 //! twice the later sighting, its newer state, is the one kept. Each message appears once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::attempts::read_attempts;
+use crate::attempts::{attempt_log, read_attempts, read_log};
 use crate::{Attempt, CurName, Folder, Key, Listed, State};
 
 /// The folders in the order messages move through them, `cur/` again last for re-queues.
@@ -78,7 +78,28 @@ pub(crate) fn snapshot_with(dir: &Path, mut between: impl FnMut(Folder)) -> io::
 
 /// What `spool list` shows of a message seen by [`snapshot`] (reads its attempt log).
 pub fn describe(dir: &Path, seen: &Seen) -> Listed {
-    let history = read_attempts(dir, seen.key);
+    listed(seen, &read_attempts(dir, seen.key))
+}
+
+/// [`describe`] of every message of a [`snapshot`], each attempt log read once (a log is shared
+/// by the messages of one second, which are next to each other in key order; one is held at a
+/// time): the seam's `list`.
+pub fn describe_all(dir: &Path, seen: &[Seen]) -> Vec<Listed> {
+    let mut log: Option<(PathBuf, HashMap<Key, Vec<Attempt>>)> = None;
+    seen.iter()
+        .map(|s| {
+            let path = attempt_log(dir, &s.key);
+            if log.as_ref().is_none_or(|(p, _)| *p != path) {
+                let histories = read_log(&path);
+                log = Some((path, histories));
+            }
+            let history = log.as_ref().and_then(|(_, h)| h.get(&s.key));
+            listed(s, history.map(Vec::as_slice).unwrap_or_default())
+        })
+        .collect()
+}
+
+fn listed(seen: &Seen, history: &[Attempt]) -> Listed {
     let (attempts, next) = match seen.folder {
         Folder::Cur => {
             CurName::parse(&seen.name).map_or((0, None), |c| (c.attempts, Some(c.due_ms)))

@@ -102,7 +102,7 @@ impl Storage for Spool {
         };
         // A message may move on between its lookup and its read: look again, once.
         for _ in 0..2 {
-            let Some((_, path)) = self.locate_file(key) else {
+            let Some(path) = self.locate_path(key) else {
                 return Ok(None);
             };
             match read(&path) {
@@ -121,7 +121,7 @@ impl Storage for Spool {
     async fn list(&self) -> Result<Vec<Listed>, Unavailable> {
         let dir = self.dir();
         let seen = offline::snapshot(dir).map_err(Unavailable::new)?;
-        Ok(seen.iter().map(|s| offline::describe(dir, s)).collect())
+        Ok(offline::describe_all(dir, &seen))
     }
 
     fn counts(&self) -> Counts {

@@ -417,6 +417,13 @@ async fn offline_listing_shows_every_state() {
             (b, State::Retrying, 1, Some("timed out".to_owned())),
         ]
     );
+    // The seam's listing reads each log once, and lists the same.
+    let snapshot = offline::snapshot(&c.root).unwrap();
+    let all: Vec<_> = offline::describe_all(&c.root, &snapshot)
+        .into_iter()
+        .map(|l| (l.key, l.state, l.attempts, l.last_error))
+        .collect();
+    assert_eq!(all, seen);
     let (found, _) = offline::find(&c.root, b).unwrap().unwrap();
     assert_eq!(found.next_attempt_ms, Some(42));
     assert_eq!(offline::attempts(&c.root, b).len(), 1);

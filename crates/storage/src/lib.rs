@@ -384,6 +384,21 @@ pub trait Records: Clone + Send + Sync + 'static {
         value: Vec<u8>,
     ) -> impl Future<Output = Result<bool, RecordError>> + Send;
 
+    /// [`Records::create`] of a record that is needed for `ttl` only (an idempotency key's
+    /// claim, an event's answer): a backend that can expire records forgets it once `ttl` (in
+    /// whole seconds, at least one) has passed, and it may then be created again; one that
+    /// cannot (the maildir, the default) keeps it until it is deleted, and its caller prunes.
+    fn create_expiring(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, RecordError>> + Send {
+        let _ = ttl;
+        self.create(namespace, key, value)
+    }
+
     /// The value under `namespace`/`key`, if any.
     fn get(
         &self,

@@ -11,8 +11,8 @@
 //! only a failed attempt past `max_age` dead-letters it (recover re-queues those).
 //!
 //! Recover re-queues the target's dead deliveries (each with a fresh retry budget, as
-//! `POST /v1/messages/<id>/retry` does) accepted since a time, found by scanning `dead/` and
-//! reading only each file's head.
+//! `POST /v1/messages/<id>/retry` does) accepted since a time, found through the storage seam
+//! (either backend): the dead ones of the listing, and only each one's head.
 
 use std::time::Duration;
 
@@ -84,30 +84,20 @@ impl Events {
     /// Re-queues target `id`'s dead deliveries accepted since `since` (ms since the epoch);
     /// answers how many.
     pub(super) async fn recover(&self, id: &str, since_ms: u64) -> Result<Value, Refusal> {
+        // A target made on another node is read in first (shared records only).
         if !self.read().targets.contains_key(id) {
-            return Err(no_target(id));
+            self.refresh().await.map_err(|e| {
+                tracing::error!(error = %e, "cannot read the event records; answered 503");
+                Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "cannot read the event records now; retry later"}),
+                )
+            })?;
+            if !self.read().targets.contains_key(id) {
+                return Err(no_target(id));
+            }
         }
-        let dir = self.maildir()?;
-        let wanted = id.to_owned();
-        let dead = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Key>> {
-            let seen = spool::offline::snapshot(&dir)?;
-            Ok(seen
-                .iter()
-                .filter(|s| s.state == State::Dead && s.key.id().timestamp_ms() >= since_ms)
-                .filter(|s| {
-                    let path = s.path(&dir);
-                    stored::read_head(&path)
-                        .ok()
-                        .and_then(|head| stored::meta_of(&head, meta::TARGET))
-                        .is_some_and(|t| t == wanted)
-                })
-                .map(|s| s.key)
-                .collect())
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r)
-        .map_err(|e| {
+        let dead = self.dead_of(id, since_ms).await.map_err(|e| {
             tracing::error!(error = %e, "cannot list dead deliveries; answered 503");
             Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +121,22 @@ impl Events {
             "dead deliveries of a webhook target re-queued"
         );
         Ok(json!({"targetId": id, "recovered": recovered}))
+    }
+
+    /// The dead deliveries of target `id` accepted since `since_ms`, through the storage seam:
+    /// the listing's states, then each dead one's head.
+    async fn dead_of(&self, id: &str, since_ms: u64) -> Result<Vec<Key>, storage::Unavailable> {
+        let mut dead = Vec::new();
+        for listed in self.storage.list().await? {
+            if listed.state != State::Dead || listed.key.id().timestamp_ms() < since_ms {
+                continue;
+            }
+            let head = self.head(listed.key).await?.unwrap_or_default();
+            if stored::meta_of(&head, meta::TARGET).is_some_and(|t| t == id) {
+                dead.push(listed.key);
+            }
+        }
+        Ok(dead)
     }
 }
 

@@ -7,10 +7,13 @@
 //!
 //! De-duplication: an event posted with an `id` is remembered with its answer (a record,
 //! durable before the `202`) for `spool.retention`; the same id again fans out nothing and gets
-//! the first answer (with `Idempotent-Replayed: true`), also after a restart. Two posts of one
-//! id at the same moment: the second is a `409`, to be retried. Should whomp die between
-//! storing the deliveries and the record, the producer's retry (it got no answer) fans out
-//! again: a duplicate delivery, never a lost one.
+//! the first answer (with `Idempotent-Replayed: true`), also after a restart. Posts of one id
+//! at the same moment, to one node or several (the claim is a record created atomically in
+//! the shared records, [`ns::CLAIMS`]): one fans out, the others wait for its answer and
+//! replay it (a `409`, to be retried, if it takes longer than [`WAIT`]). Should whomp die
+//! between storing the deliveries and the record, the producer's retry (it got no answer) fans
+//! out again once the claim has expired ([`STALE`]): a duplicate delivery, never a lost one.
+//! Answers are kept for `spool.retention` (in the cluster, the records expire by themselves).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,17 +63,52 @@ pub(super) async fn load_seen(
     Ok(seen)
 }
 
-/// Takes an event id off the pending set when its post is over, however it ends.
-struct Pending<'a>(&'a Events, String);
+/// How long a post of an event id that another post (on this node or another) is accepting
+/// waits for that one's answer; then it is a `409`, to be retried.
+const WAIT: Duration = Duration::from_secs(10);
+/// How often it looks for that answer meanwhile.
+const POLL: Duration = Duration::from_millis(50);
+/// How long a shared claim lives: one this old is of a node that died while accepting its
+/// event, and expires so that a retry may fan it out.
+const STALE: Duration = Duration::from_secs(60);
+
+/// The right to fan an event id out: on this node, its place in the pending set, and when the
+/// records are shared, its claim record (`event-claims/<id>`). Its place goes when the post is
+/// over, however it ends; the claim goes then if no answer was stored (so that a retry may fan
+/// out at once), else it expires by itself (the answer is what later posts find).
+struct Pending<'a> {
+    events: &'a Events,
+    id: String,
+    /// The shared claim is to be removed: it was made, and no answer is stored yet.
+    release: bool,
+}
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.0
+        let events = self.events;
+        events
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
+            .remove(&self.id);
+        if self.release {
+            let (records, id) = (events.records.clone(), self.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = records.delete(ns::CLAIMS, &id).await {
+                    // It expires after STALE.
+                    tracing::warn!(event = id, error = %e, "cannot remove an event claim");
+                }
+            });
+        }
     }
+}
+
+/// What [`Events::claim`] found.
+enum Claim<'a> {
+    /// This post fans the event out.
+    Ours(Pending<'a>),
+    /// It was answered already (by this node or another): replay the answer.
+    Answered(Value),
 }
 
 /// An event as posted, checked.
@@ -98,33 +136,16 @@ impl Events {
             .saturating_add(ENVELOPE_ALLOWANCE);
         let bytes = api::read(&parts.headers, body, limit).await?;
         let event = parse(&api::object(&bytes)?, self.max_body_bytes)?;
-        let _pending = if event.named {
-            if let Some(answer) = self.first_answer(&event.id).await {
-                let mut resp = json_response(StatusCode::ACCEPTED, &answer);
-                resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(resp);
+        let mut claim = if event.named {
+            match self.claim(&event.id).await? {
+                Claim::Ours(guard) => Some(guard),
+                Claim::Answered(answer) => {
+                    let mut resp = json_response(StatusCode::ACCEPTED, &answer);
+                    resp.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    return Ok(resp);
+                }
             }
-            let inserted = self
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(event.id.clone());
-            if !inserted {
-                return Err(Refusal(
-                    StatusCode::CONFLICT,
-                    json!({"error": format!("event {} is being accepted right now; retry", event.id)}),
-                ));
-            }
-            // It may have been answered between the look and the insert.
-            let guard = Pending(self, event.id.clone());
-            if let Some(answer) = self.first_answer(&event.id).await {
-                let mut resp = json_response(StatusCode::ACCEPTED, &answer);
-                resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(resp);
-            }
-            Some(guard)
         } else {
             None
         };
@@ -217,8 +238,11 @@ impl Events {
                 at_ms,
                 answer: answer.clone(),
             };
-            if let Err(e) = self.save(ns::EVENTS, &event.id, &seen).await {
+            if let Err(e) = self.save_answer(&event.id, &seen).await {
                 return Err(Refusal::unavailable(&e));
+            }
+            if let Some(claim) = claim.as_mut() {
+                claim.release = false;
             }
             let mut all = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let horizon = at_ms.saturating_sub(self.retention.as_millis() as u64);
@@ -229,19 +253,94 @@ impl Events {
         Ok(json_response(StatusCode::ACCEPTED, &answer))
     }
 
+    /// Claims event `id` for this post, atomically over every node sharing the records: of
+    /// several posts of one id at once, one fans out and the others wait (at most [`WAIT`]) for
+    /// its answer and replay it.
+    async fn claim(&self, id: &str) -> Result<Claim<'_>, Refusal> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(answer) = self.first_answer(id).await {
+                return Ok(Claim::Answered(answer));
+            }
+            let inserted = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned());
+            if inserted {
+                // Made before the shared claim, so that the pending set is cleared however
+                // this post ends.
+                let mut ours = Pending {
+                    events: self,
+                    id: id.to_owned(),
+                    release: false,
+                };
+                let won = !self.shared || self.claim_shared(id).await?;
+                ours.release = won && self.shared;
+                if won {
+                    // It may have been answered between the look and the claim.
+                    if let Some(answer) = self.first_answer(id).await {
+                        return Ok(Claim::Answered(answer));
+                    }
+                    return Ok(Claim::Ours(ours));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Refusal(
+                    StatusCode::CONFLICT,
+                    json!({"error": format!("event {id} is being accepted right now; retry")}),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates the shared claim of event `id`; whether this node got it. A claim expires after
+    /// [`STALE`] (or the retention, if shorter).
+    async fn claim_shared(&self, id: &str) -> Result<bool, Refusal> {
+        let value = spool::now_ms().to_string().into_bytes();
+        // Never longer than the answer it stands for is kept.
+        let ttl = STALE.min(self.retention);
+        self.records
+            .create_expiring(ns::CLAIMS, id, value, ttl)
+            .await
+            .map_err(|e| Refusal::unavailable(&e))
+    }
+
+    /// Stores the answer to event `id`, kept for `retention` (the cluster's records expire by
+    /// themselves; the maildir's are pruned at the next start). One older than that may still
+    /// be there, and is replaced.
+    async fn save_answer(&self, id: &str, seen: &Seen) -> Result<(), storage::RecordError> {
+        let bytes = serde_json::to_vec(seen).unwrap_or_default();
+        let records = &self.records;
+        let retention = self.retention;
+        if !records
+            .create_expiring(ns::EVENTS, id, bytes.clone(), retention)
+            .await?
+        {
+            records.delete(ns::EVENTS, id).await?;
+            records
+                .create_expiring(ns::EVENTS, id, bytes, retention)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The answer given to event `id` within `retention`: from memory, or, when the records are
     /// shared, from the record another node wrote.
     async fn first_answer(&self, id: &str) -> Option<Value> {
+        let horizon = spool::now_ms().saturating_sub(self.retention.as_millis() as u64);
         let known = {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.get(id).map(|(_, answer)| answer.clone())
+            seen.get(id)
+                .filter(|(at, _)| *at >= horizon)
+                .map(|(_, answer)| answer.clone())
         };
         if known.is_some() || !self.shared {
             return known;
         }
         let bytes = self.records.get(ns::EVENTS, id).await.ok().flatten()?;
         let event: Seen = serde_json::from_slice(&bytes).ok()?;
-        let horizon = spool::now_ms().saturating_sub(self.retention.as_millis() as u64);
         (event.at_ms >= horizon).then_some(event.answer)
     }
 }

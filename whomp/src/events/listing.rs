@@ -1,16 +1,18 @@
 //! `GET /v1/messages?target=&state=&host=&since=&cursor=&limit=`: deliveries and raw messages,
 //! oldest first, a page at a time, each as the status API shows it without its attempts.
 //!
-//! Bounded work per page: the spool's folders are listed (names only), then messages are
-//! looked at in key order after the cursor; the state and `since` (the arrival time, which the
-//! key holds) are judged from the name alone, `target` and `host` from the file's head (never
-//! its body). A page stops at `limit` matches or after [`MAX_SCAN`] heads read, and its
-//! `nextCursor` continues after the last message looked at, so a rare filter costs several
-//! short pages rather than one long request.
+//! Bounded work per page, on either backend through the storage seam: the messages are listed
+//! with their states (`Storage::list`: names and states, never a body), then looked at in key
+//! order after the cursor; the state and `since` (the arrival time, which the key holds) are
+//! judged from the listing alone, `target` and `host` from the message's head
+//! (`Storage::message`, one at a time, cut to the head's size). A page stops at `limit` matches
+//! or after [`MAX_SCAN`] heads read, and its `nextCursor` continues after the last message
+//! looked at, so a rare filter costs several short pages rather than one long request.
 
 use http::StatusCode;
 use serde_json::{json, Value};
-use spool::{offline, State};
+use spool::{Key, State};
+use storage::Storage as _;
 
 use super::api::Refusal;
 use super::control::parse_since;
@@ -39,64 +41,69 @@ impl Events {
     /// Answers `GET /v1/messages` (already authorized).
     pub(crate) async fn list_messages(&self, query: &str) -> Result<Value, Refusal> {
         let q = parse(query)?;
-        let dir = self.maildir()?;
-        tokio::task::spawn_blocking(move || page(&dir, &q))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot list the spool; answered 503");
-                Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "cannot list the spool now; retry later"}),
-                )
-            })
+        self.page(&q).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot list the spool; answered 503");
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "cannot list the spool now; retry later"}),
+            )
+        })
     }
-}
 
-fn page(dir: &std::path::Path, q: &Query) -> std::io::Result<Value> {
-    let mut data = Vec::new();
-    let mut scanned = 0;
-    let mut last = None;
-    let mut more = false;
-    for seen in offline::snapshot(dir)? {
-        let key = seen.key.to_string();
-        if key.as_str() <= q.cursor.as_str()
-            || seen.key.id().timestamp_ms() < q.since_ms
-            || q.state.is_some_and(|s| s != seen.state)
-        {
-            continue;
+    async fn page(&self, q: &Query) -> Result<Value, storage::Unavailable> {
+        let mut data = Vec::new();
+        let mut scanned = 0;
+        let mut last = None;
+        let mut more = false;
+        for listed in self.storage.list().await? {
+            let key = listed.key.to_string();
+            if key.as_str() <= q.cursor.as_str()
+                || listed.key.id().timestamp_ms() < q.since_ms
+                || q.state.is_some_and(|s| s != listed.state)
+            {
+                continue;
+            }
+            if data.len() == q.limit || scanned == MAX_SCAN {
+                more = true;
+                break;
+            }
+            last = Some(key.clone());
+            scanned += 1;
+            // Gone since it was listed (pruned, deleted): not shown.
+            let Some(head) = self.head(listed.key).await? else {
+                continue;
+            };
+            let target = stored::meta_of(&head, meta::TARGET);
+            if q.target.is_some() && q.target != target {
+                continue;
+            }
+            if q.host.is_some() && q.host != stored::host_of(&head) {
+                continue;
+            }
+            let (method, url) = stored::request_line(&head).unwrap_or_default();
+            data.push(json!({
+                "id": key,
+                "state": listed.state.as_str(),
+                "method": method,
+                "url": delivery::origin(&url),
+                "attempt_count": listed.attempts,
+                "next_attempt_at": listed.next_attempt_ms.map(telemetry::rfc3339),
+                "last_error": listed.last_error,
+                "targetId": target,
+                "eventId": stored::meta_of(&head, meta::EVENT),
+            }));
         }
-        if data.len() == q.limit || scanned == MAX_SCAN {
-            more = true;
-            break;
-        }
-        last = Some(key.clone());
-        scanned += 1;
-        let head = stored::read_head(&seen.path(dir)).unwrap_or_default();
-        let target = stored::meta_of(&head, meta::TARGET);
-        if q.target.is_some() && q.target != target {
-            continue;
-        }
-        if q.host.is_some() && q.host != stored::host_of(&head) {
-            continue;
-        }
-        let listed = offline::describe(dir, &seen);
-        let (method, url) = stored::request_line(&head).unwrap_or_default();
-        data.push(json!({
-            "id": key,
-            "state": listed.state.as_str(),
-            "method": method,
-            "url": delivery::origin(&url),
-            "attempt_count": listed.attempts,
-            "next_attempt_at": listed.next_attempt_ms.map(telemetry::rfc3339),
-            "last_error": listed.last_error,
-            "targetId": target,
-            "eventId": stored::meta_of(&head, meta::EVENT),
-        }));
+        let next = if more { last } else { None };
+        Ok(json!({"data": data, "nextCursor": next}))
     }
-    let next = if more { last } else { None };
-    Ok(json!({"data": data, "nextCursor": next}))
+
+    /// The head of message `key` (its first bytes, up to the largest head stored), in any
+    /// state; `None` if there is no such message.
+    pub(super) async fn head(&self, key: Key) -> Result<Option<Vec<u8>>, storage::Unavailable> {
+        self.storage
+            .message(key, stored::READ_LIMITS.max_header_bytes)
+            .await
+    }
 }
 
 fn parse(query: &str) -> Result<Query, Refusal> {

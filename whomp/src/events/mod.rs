@@ -44,6 +44,8 @@ pub mod ns {
     pub const SUBSCRIPTIONS: &str = "subscriptions";
     /// The answer given to each event posted with an id, for de-duplication.
     pub const EVENTS: &str = "events";
+    /// Event ids being fanned out right now, claimed by one node (cluster backend only).
+    pub const CLAIMS: &str = "event-claims";
 }
 
 /// The event layer of one whomp: its records, their index, and the events seen.
@@ -62,7 +64,8 @@ pub struct Events {
     writing: tokio::sync::Mutex<()>,
     /// Event ids answered within `retention`: when (ms since the epoch) and the answer.
     seen: Mutex<HashMap<String, (u64, Value)>>,
-    /// Event ids being fanned out right now; a second post of one waits for none, it is a 409.
+    /// Event ids being fanned out by this node right now; a second post of one waits for the
+    /// first one's answer ([`fanout`]).
     pending: Mutex<HashSet<String>>,
     retention: Duration,
     /// Deliveries held because their target is paused, by target id: resuming makes them due.
@@ -159,22 +162,6 @@ impl Events {
             index.filters.len(),
             index.subscriptions.len(),
         )
-    }
-
-    /// The spool directory, for what is listed by reading the maildir (listings and recovery
-    /// of dead deliveries); with the cluster backend, not yet: 501.
-    fn maildir(&self) -> Result<std::path::PathBuf, api::Refusal> {
-        self.storage
-            .maildir()
-            .map(|s| s.dir().to_owned())
-            .ok_or_else(|| {
-                api::Refusal(
-                    http::StatusCode::NOT_IMPLEMENTED,
-                    serde_json::json!({
-                        "error": "listing messages is not available with queue.backend jetstream yet"
-                    }),
-                )
-            })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
