@@ -30,6 +30,15 @@ fn a_stopped_maildir_node_moves_its_messages_and_targets_into_the_cluster() {
     subscribe(&old, &url("/events"), &["order.created"], json!({}));
     let id = old.submit(&envelope("POST", &url("/raw"), &[], "queued before the move"));
     old.wait_state(&id, "retrying");
+    // An event fanned out before the move: its delivery moves, its answer (a record that
+    // expires on its own) does not.
+    let (status, answer) = post_event(
+        &old,
+        &json!({"id": "e-0", "type": "order.created", "payload": {"n": 0}}),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let before = answer["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    old.wait_state(&before, "retrying");
     old.daemon.stop();
 
     let cluster_body = format!(
@@ -52,13 +61,14 @@ fn a_stopped_maildir_node_moves_its_messages_and_targets_into_the_cluster() {
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with(
-            "imported 1 messages (0 queued, 1 retrying, 0 dead), 0 already in the cluster; 3 records"
+            "imported 2 messages (0 queued, 2 retrying, 0 dead), 0 already in the cluster; 3 records"
         ),
         "{out}"
     );
 
     receiver.answer(|_| Answer::Status(200, vec![]));
     let node = Whomp::start(&cluster_body);
+    node.wait_state(&before, "delivered");
     let status = node.wait_state(&id, "delivered");
     assert_eq!(
         status["attempts"].as_array().map(Vec::len),
@@ -75,9 +85,15 @@ fn a_stopped_maildir_node_moves_its_messages_and_targets_into_the_cluster() {
         Some(1),
         "{answer}"
     );
-    harness::wait_for("the event delivered to the imported target", || {
-        receiver.received().iter().any(|m| m.target == "/events")
-    });
+    // e-0 refused once before the move and delivered after it, e-1 delivered.
+    let events = || {
+        receiver
+            .received()
+            .iter()
+            .filter(|m| m.target == "/events")
+            .count()
+    };
+    harness::wait_for("both events delivered to the imported target", || events() == 3);
     let raw: Vec<_> = receiver
         .received()
         .into_iter()

@@ -93,6 +93,12 @@ impl Daemon for Whomp {
 
     const DESTINATION: &'static str = "host";
 
+    const DURABLE_RECORDS: &'static [&'static str] = &[
+        events::ns::TARGETS,
+        events::ns::FILTERS,
+        events::ns::SUBSCRIPTIONS,
+    ];
+
     fn destination(head: &[u8]) -> Option<String> {
         stored::host_of(head)
     }

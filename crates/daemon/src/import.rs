@@ -7,9 +7,10 @@
 //! (ids clients hold stay valid) with its attempts, and only then deleted from the directory, so
 //! a crash or a cluster that stops answering mid-way leaves every message in one place or both,
 //! never neither; running the import again finishes the job and skips what the cluster already
-//! has. Delivered messages are history: they stay in the directory, counted. The records
-//! (whomp's targets, filters, subscriptions) are copied too, without replacing what the cluster
-//! already has under the same name.
+//! has. Delivered messages are history: they stay in the directory, counted. The daemon's
+//! durable records ([`crate::start::Daemon::DURABLE_RECORDS`]: whomp's targets, filters,
+//! subscriptions) are copied too, without replacing what the cluster already has under the same
+//! name; records that expire on their own (answers to events, idempotency claims) are not.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,7 +23,12 @@ use crate::cli::exit;
 
 /// Moves the spool at `dir` into the cluster of `options`; prints what it did to `out` and
 /// returns the exit code.
-pub fn import_command(dir: &Path, options: &jetstream::Options, out: &mut dyn Write) -> u8 {
+pub fn import_command(
+    dir: &Path,
+    namespaces: &[&str],
+    options: &jetstream::Options,
+    out: &mut dyn Write,
+) -> u8 {
     if !spool::Folder::New.path(dir).is_dir() {
         eprintln!("error: {} is not a spool directory", dir.display());
         return exit::FAILED;
@@ -55,7 +61,7 @@ pub fn import_command(dir: &Path, options: &jetstream::Options, out: &mut dyn Wr
     let done = runtime.block_on(async {
         let cluster = JetStream::open(options).await.map_err(|e| e.to_string())?;
         let records = cluster.records(options).await.map_err(|e| e.to_string())?;
-        copy_records(&spool, &records, &mut tally).await?;
+        copy_records(&spool, namespaces, &records, &mut tally).await?;
         move_messages(&spool, &cluster, &mut tally).await
     });
     let written = writeln!(
@@ -142,29 +148,20 @@ async fn move_messages(spool: &Spool, cluster: &JetStream, tally: &mut Tally) ->
     Ok(())
 }
 
-/// Copies every record of `spool` that `cluster` has no record of the same name for.
+/// Copies every record of `namespaces` in `spool` that `cluster` has no record of the same
+/// name for.
 async fn copy_records(
     spool: &Spool,
+    namespaces: &[&str],
     cluster: &impl Records,
     tally: &mut Tally,
 ) -> Result<(), String> {
-    let root = spool.dir().join("records");
-    let namespaces = match std::fs::read_dir(&root) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| storage::check_name(n).is_ok())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(format!("{}: {e}", root.display())),
-    };
     let local = spool.records();
     for namespace in namespaces {
-        let listed = local.list(&namespace).await.map_err(|e| e.to_string())?;
+        let listed = local.list(namespace).await.map_err(|e| e.to_string())?;
         for (key, value) in listed {
             let created = cluster
-                .create(&namespace, &key, value)
+                .create(namespace, &key, value)
                 .await
                 .map_err(|e| format!("record {namespace}/{key}: {e}"))?;
             tally.records += usize::from(created);

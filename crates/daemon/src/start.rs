@@ -81,6 +81,9 @@ pub trait Daemon {
     fn destination(head: &[u8]) -> Option<String>;
     /// The listeners the daemon serves besides its admin listener.
     fn listen(config: &Self::Config) -> &[config::Listener];
+    /// The record namespaces `spool import` copies into the cluster: what the daemon keeps for
+    /// good (whomp's targets, filters, subscriptions), not what expires on its own.
+    const DURABLE_RECORDS: &'static [&'static str] = &[];
     /// The daemon's own wiring: builds its parts from `config`, hands them to `kit` with
     /// `listeners`, and runs until `signals` asks for shutdown; a reload re-reads `path`.
     fn run(
@@ -152,6 +155,7 @@ pub fn main<D: Daemon>() -> ExitCode {
             }
             ExitCode::from(crate::import::import_command(
                 &from,
+                D::DURABLE_RECORDS,
                 &crate::queue::jetstream_options(queue, max_body_bytes),
                 &mut std::io::stdout().lock(),
             ))
