@@ -136,6 +136,8 @@ struct Inner {
     index: Mutex<Index>,
     changed: Notify,
     unhealthy: Mutex<Option<String>>,
+    /// How long any request may take ([`Options::timeout`]).
+    timeout: Duration,
 }
 
 /// Connects to the servers named in `options`.
@@ -287,6 +289,7 @@ impl JetStream {
             index: Mutex::new(Index::default()),
             changed: Notify::new(),
             unhealthy: Mutex::new(None),
+            timeout: options.timeout,
         });
         // The index is complete before the first answer: read the bucket once, then follow.
         let mut watch = state
@@ -707,20 +710,37 @@ impl Storage for JetStream {
         if max == 0 {
             return Vec::new();
         }
-        let batch = match inner
+        // A fetch's answer may never come (the consumer's leader lost with the request in
+        // flight); the client would wait for it for ever, and this node would deliver no more.
+        let deadline = tokio::time::Instant::now() + inner.timeout;
+        let fetch = inner
             .consumer
             .fetch()
             .max_messages(max.min(MAX_BATCH))
-            .messages()
-            .await
-        {
-            Ok(batch) => batch,
-            Err(e) => {
+            .messages();
+        let mut batch = match tokio::time::timeout_at(deadline, fetch).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
                 inner.fail("fetch from consumer deliver", e);
                 return Vec::new();
             }
+            Err(_) => {
+                inner.fail("fetch from consumer deliver", "no answer in time");
+                return Vec::new();
+            }
         };
-        let messages: Vec<js::Message> = batch.filter_map(|m| async { m.ok() }).collect().await;
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(Ok(message))) => messages.push(message),
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    inner.fail("fetch from consumer deliver", "no answer in time");
+                    break;
+                }
+            }
+        }
         let mut claims = Vec::new();
         for message in messages {
             if let Some(claim) = self.consider(message, now_ms).await {

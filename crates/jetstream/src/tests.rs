@@ -1,6 +1,6 @@
 //! The backend against a real nats-server (harness::Nats, R1): the seam's conformance suite, and
-//! what only this backend can show (dedup by message id, an unreachable server, redelivery to
-//! another node, the server's NAK delay, dead letters, 10 MiB bodies).
+//! what only this backend can show (dedup by message id, an unreachable server, a fetch never
+//! answered, redelivery to another node, the server's NAK delay, dead letters, 10 MiB bodies).
 
 use std::time::Duration;
 
@@ -133,6 +133,22 @@ async fn a_stopped_server_is_unavailable_and_ready_again_after_restart() {
         Some(State::Queued),
         "what was acknowledged survived"
     );
+}
+
+/// A fetch nobody answers (the consumer's leader frozen, or lost with the request in flight)
+/// ends after `timeout`, unavailable: the delivery loop goes on instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_server_never_answers_ends_unavailable() {
+    let Some(nats) = Nats::single() else { return };
+    let s = JetStream::open(&options(&nats, &fresh())).await.unwrap();
+    one(&s, b"waiting").await;
+    nats.pause(0);
+    let claimed = tokio::time::timeout(DEADLINE, s.claim_due(now_ms(), usize::MAX)).await;
+    let reason = s.unhealthy_reason();
+    nats.resume(0);
+    assert_eq!(claimed.map(|c| c.len()).ok(), Some(0), "claim_due ends");
+    let reason = reason.expect("not ready while the server does not answer");
+    assert!(reason.contains("consumer deliver"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
