@@ -189,7 +189,7 @@ async fn bucket(js: &Context, options: &Options, name: &str) -> Result<kv::Store
     .map_err(|e| failed(format!("bucket {bucket}"), e))
 }
 
-/// How long start-up keeps trying the set-up requests (streams, consumer, bucket).
+/// How long start-up keeps trying the set-up requests (streams, consumer, buckets).
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Creates (or updates) the streams, the shared consumer and the state bucket: every step
@@ -263,20 +263,7 @@ impl JetStream {
                 ),
             ));
         }
-        // Set-up requests are idempotent; a cluster electing a leader (or nodes started together
-        // racing to create the same streams) can time the first ones out, so they are tried
-        // again for a while before start-up gives up.
-        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        let (js, queue, dead, consumer, state) = loop {
-            match set_up(&client, options).await {
-                Ok(parts) => break parts,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "jetstream set-up failed; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (js, queue, dead, consumer, state) = patiently(|| set_up(&client, options)).await?;
         let p = &options.prefix;
         let inner = Arc::new(Inner {
             client,
@@ -320,7 +307,27 @@ impl JetStream {
 
     /// The records store in the same cluster (bucket `P_records`).
     pub async fn records(&self, options: &Options) -> Result<JetRecords, NatsError> {
-        JetRecords::open(&self.inner.js, options).await
+        patiently(|| JetRecords::open(&self.inner.js, options)).await
+    }
+}
+
+/// Runs an idempotent set-up step until it succeeds or [`SETUP_PATIENCE`] has passed: a cluster
+/// electing a leader (a server just restarted, or nodes started together racing to create the
+/// same streams) can time the first requests out, and start-up should not fail for that.
+async fn patiently<T, F>(mut step: impl FnMut() -> F) -> Result<T, NatsError>
+where
+    F: std::future::Future<Output = Result<T, NatsError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "jetstream set-up failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -151,6 +151,25 @@ async fn a_claim_the_server_never_answers_ends_unavailable() {
     assert!(reason.contains("consumer deliver"), "{reason}");
 }
 
+/// The records bucket is set up as patiently as the queue: a cluster that does not answer for
+/// longer than `timeout` (electing a leader after a restart) does not stop a node's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_bucket_waits_for_a_cluster_that_does_not_answer_yet() {
+    let Some(nats) = Nats::single() else { return };
+    let o = options(&nats, &fresh());
+    let s = JetStream::open(&o).await.unwrap();
+    nats.pause(0);
+    let opening = tokio::spawn({
+        let o = o.clone();
+        async move { s.records(&o).await.map(|_| ()) }
+    });
+    // Frozen past the first request's timeout, then back.
+    tokio::time::sleep(o.timeout * 2).await;
+    nats.resume(0);
+    let opened = opening.await.unwrap();
+    assert!(opened.is_ok(), "{opened:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_not_finished_in_time_goes_to_another_node() {
     let Some(nats) = Nats::single() else { return };
