@@ -719,13 +719,14 @@ impl Storage for JetStream {
         }
         // A fetch's answer may never come (the consumer's leader lost with the request in
         // flight); the client would wait for it for ever, and this node would deliver no more.
-        let deadline = tokio::time::Instant::now() + inner.timeout;
+        // So each step (the request, every next message) may take `timeout`: a batch still
+        // arriving is taken whole, however long it takes.
         let fetch = inner
             .consumer
             .fetch()
             .max_messages(max.min(MAX_BATCH))
             .messages();
-        let mut batch = match tokio::time::timeout_at(deadline, fetch).await {
+        let mut batch = match tokio::time::timeout(inner.timeout, fetch).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(e)) => {
                 inner.fail("fetch from consumer deliver", e);
@@ -738,7 +739,7 @@ impl Storage for JetStream {
         };
         let mut messages = Vec::new();
         loop {
-            match tokio::time::timeout_at(deadline, batch.next()).await {
+            match tokio::time::timeout(inner.timeout, batch.next()).await {
                 Ok(Some(Ok(message))) => messages.push(message),
                 Ok(Some(Err(_))) => {}
                 Ok(None) => break,
