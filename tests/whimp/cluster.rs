@@ -3,16 +3,11 @@
 //! one whimp node, and the loss for good of a whole node (its nats-server and its whimp). Every
 //! acknowledged request is delivered (lost = 0), duplicates stay bounded; the counts and the time
 //! from each kill to deliveries resuming are printed, not asserted (a SIGKILLed stream leader
-//! costs a Raft election, 4 to 9 s of 503s cluster-wide). Skipped (SKIPPED) without nats-server
-//! locally, a failure under CI.
+//! costs a Raft election, 4 to 9 s of 503s cluster-wide). The sequence is
+//! `harness::faults_under_load`, which whomp's cluster test runs too. Skipped (SKIPPED) without
+//! nats-server locally, a failure under CI.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use harness::{wait_for, Daemon, Nats, Receiver};
 
@@ -33,89 +28,6 @@ fn node_config(dir: &Path, nats: &Nats, i: usize, backend: &str) -> std::path::P
     )
 }
 
-/// The steady load: one request every few milliseconds to the live nodes in turn, each body a
-/// unique number; what was sent and what was answered 2xx.
-struct Load {
-    nodes: Arc<Mutex<Vec<Option<SocketAddr>>>>,
-    sent: Arc<AtomicUsize>,
-    acked: Arc<Mutex<BTreeSet<usize>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(nodes: Vec<Option<SocketAddr>>) -> Load {
-        let nodes = Arc::new(Mutex::new(nodes));
-        let (sent, acked, stop) = Default::default();
-        let mut load = Load {
-            nodes,
-            sent,
-            acked,
-            stop,
-            thread: None,
-        };
-        let (nodes, sent, acked, stop) = (
-            load.nodes.clone(),
-            load.sent.clone(),
-            load.acked.clone(),
-            load.stop.clone(),
-        );
-        load.thread = Some(thread::spawn(move || {
-            let mut n = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                let live: Vec<SocketAddr> =
-                    nodes.lock().unwrap().iter().flatten().copied().collect();
-                let addr = live[n % live.len()];
-                sent.fetch_add(1, Ordering::SeqCst);
-                let body = format!("message {n}");
-                let status = harness::try_post(addr, "/gh/S3CR3T", "", body.as_bytes());
-                if status.is_some_and(|s| (200..300).contains(&s)) {
-                    acked.lock().unwrap().insert(n);
-                }
-                n += 1;
-                thread::sleep(Duration::from_millis(10));
-            }
-        }));
-        load
-    }
-
-    fn set(&self, i: usize, addr: Option<SocketAddr>) {
-        self.nodes.lock().unwrap()[i] = addr;
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Deliveries so far, by message number.
-fn delivered(backend: &Receiver) -> HashMap<usize, usize> {
-    let mut seen = HashMap::new();
-    for m in backend.received() {
-        let text = String::from_utf8_lossy(&m.body).into_owned();
-        if let Some(n) = text.strip_prefix("message ").and_then(|n| n.parse().ok()) {
-            *seen.entry(n).or_insert(0) += 1;
-        }
-    }
-    seen
-}
-
-/// Waits until the backend has had `more` deliveries beyond what it had at `since`, and prints
-/// how long that took from `since`.
-fn resumed(what: &str, backend: &Receiver, since: Instant, more: usize) {
-    let before = backend.count();
-    wait_for(&format!("deliveries resume after {what}"), || {
-        backend.count() >= before + more
-    });
-    eprintln!(
-        "cluster: deliveries resumed {:?} after {what}",
-        since.elapsed()
-    );
-}
-
 #[test]
 fn a_three_node_cluster_loses_nothing_through_kills_and_the_loss_of_a_node() {
     let Some(mut nats) = Nats::cluster(3) else {
@@ -123,60 +35,20 @@ fn a_three_node_cluster_loses_nothing_through_kills_and_the_loss_of_a_node() {
     };
     let backend = Receiver::start();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let configs: Vec<_> = (0..3)
-        .map(|i| node_config(dirs[i].path(), &nats, i, &backend.url("/in")))
+    let mut nodes: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let config = node_config(dirs[i].path(), &nats, i, &backend.url("/in"));
+            Daemon::start(Path::new(BIN), &config)
+        })
         .collect();
-    let mut nodes: Vec<Daemon> = configs
-        .iter()
-        .map(|c| Daemon::start(Path::new(BIN), c))
-        .collect();
-    let mut load = Load::start(nodes.iter().map(|d| Some(d.addr("public"))).collect());
-    resumed("start", &backend, Instant::now(), 50);
-
-    // One nats-server SIGKILLed, then restarted on its ports and store.
-    let kill = Instant::now();
-    nats.kill(1);
-    resumed("a nats-server's SIGKILL", &backend, kill, 30);
-    nats.restart(1);
-
-    // One whimp node SIGKILLed mid-load; what it claimed goes to the others after ack_wait.
-    load.set(1, None);
-    let kill = Instant::now();
-    nodes[1].kill();
-    resumed("a whimp node's SIGKILL", &backend, kill, 30);
-    nodes[1] = Daemon::start(Path::new(BIN), &configs[1]);
-    load.set(1, Some(nodes[1].addr("public")));
-
-    // Node 2 gone for good: its nats-server and its whimp; the others deliver what it took.
-    load.set(2, None);
-    let kill = Instant::now();
-    nats.kill(2);
-    nodes[2].kill();
-    resumed("the loss of a node", &backend, kill, 30);
-    thread::sleep(Duration::from_secs(1));
-    load.stop();
-
-    let acked = load.acked.lock().unwrap().clone();
-    wait_for("every acknowledged request is delivered", || {
-        let seen = delivered(&backend);
-        acked.iter().all(|n| seen.contains_key(n))
-    });
-    let seen = delivered(&backend);
-    let sent = load.sent.load(Ordering::SeqCst);
-    let duplicates: usize = seen.values().map(|c| c - 1).sum();
-    let lost = acked.iter().filter(|n| !seen.contains_key(n)).count();
-    eprintln!(
-        "cluster: sent {sent}, acknowledged {}, delivered {}, duplicates {duplicates}, lost {lost}",
-        acked.len(),
-        seen.len()
+    harness::faults_under_load(
+        "whimp cluster",
+        &mut nats,
+        &mut nodes.iter_mut().collect::<Vec<_>>(),
+        "public",
+        &backend,
+        |addr, n| harness::try_post(addr, "/gh/S3CR3T", "", format!("soak-{n}").as_bytes()),
     );
-    assert_eq!(lost, 0);
-    assert!(
-        duplicates <= acked.len() / 10 + 10,
-        "duplicates {duplicates} of {} acknowledged",
-        acked.len()
-    );
-    drop(nodes);
 }
 
 /// A whimp on one nats-server (R1) with an unreachable backend, so what it takes stays queued.

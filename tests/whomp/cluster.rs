@@ -1,9 +1,13 @@
-//! Cluster mode (issue 12): two whomp nodes on one nats-server (R1) share their queue, message
-//! status, idempotency keys and event records. A submission to one node is delivered once and
+//! Cluster mode (issue 12). Two whomp nodes on one nats-server (R1) share their queue, message
+//! status, idempotency keys and event records: a submission to one node is delivered once and
 //! its status read from the other; one `Idempotency-Key` sent to both nodes at the same moment
 //! yields one id; an event posted to one node fans out to a target made on the other, and its
-//! id is de-duplicated on both. Skipped (SKIPPED) without nats-server locally, a failure under CI.
+//! id is de-duplicated on both. Three whomp nodes on a three-server cluster (R3) lose nothing
+//! acknowledged through the kills of `harness::faults_under_load`, the sequence whimp's cluster
+//! test runs too. The cluster unreachable: 503 with `Retry-After` and not ready, ready again by
+//! itself. Skipped (SKIPPED) without nats-server locally, a failure under CI.
 
+use std::io::{Read, Write};
 use std::thread;
 
 use harness::{wait_for, Nats, Receiver};
@@ -12,11 +16,13 @@ use serde_json::json;
 use crate::events::{post_event, subscribe};
 use crate::{envelope, local, Whomp, FAST_RETRY};
 
-/// A whomp node on the cluster `nats`, delivering to receivers on `port`.
-fn node(nats: &Nats, port: u16) -> Whomp {
+/// A whomp node on server `i` of the cluster `nats`, its queue `replicas` times, delivering to
+/// receivers on `port`; a short `ack_wait` so a killed node's claims go to another node soon.
+fn node(nats: &Nats, i: usize, replicas: usize, port: u16) -> Whomp {
     Whomp::start(&format!(
-        "queue: {{ backend: jetstream, servers: [\"{}\"], replicas: 1, ack_wait: 3s }}\n{FAST_RETRY}{}",
-        nats.url(0),
+        "queue: {{ backend: jetstream, servers: [\"{}\"], replicas: {replicas}, ack_wait: 3s }}\n\
+         {FAST_RETRY}{}",
+        nats.url(i),
         local(&[port], &["hooks.test"])
     ))
 }
@@ -37,7 +43,7 @@ fn two_nodes_share_status_idempotency_keys_and_event_targets() {
     };
     let receiver = Receiver::start();
     let port = receiver.addr.port();
-    let (one, two) = (node(&nats, port), node(&nats, port));
+    let (one, two) = (node(&nats, 0, 1, port), node(&nats, 0, 1, port));
     let url = |path: &str| format!("http://hooks.test:{port}{path}");
 
     // Submitted to node 1, delivered once, its status read on node 2.
@@ -98,4 +104,77 @@ fn two_nodes_share_status_idempotency_keys_and_event_targets() {
             .count(),
         1
     );
+}
+
+#[test]
+fn three_nodes_lose_nothing_through_kills_and_the_loss_of_a_node() {
+    let Some(mut nats) = Nats::cluster(3) else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let port = receiver.addr.port();
+    let mut nodes: Vec<Whomp> = (0..3).map(|i| node(&nats, i, 3, port)).collect();
+    let url = format!("http://hooks.test:{port}/in");
+    harness::faults_under_load(
+        "whomp cluster",
+        &mut nats,
+        &mut nodes.iter_mut().map(|w| &mut w.daemon).collect::<Vec<_>>(),
+        "submit",
+        &receiver,
+        move |addr, n| {
+            let submission = envelope("POST", &url, &[], &format!("soak-{n}")).to_string();
+            harness::try_post(
+                addr,
+                "/v1/messages",
+                "Content-Type: application/json\r\n",
+                submission.as_bytes(),
+            )
+        },
+    );
+}
+
+/// A submission's status line and header fields, lowercased.
+fn submit_head(whomp: &Whomp, port: u16) -> String {
+    let body = envelope("POST", &format!("http://hooks.test:{port}/in"), &[], "x").to_string();
+    let mut stream = std::net::TcpStream::connect(whomp.submit_addr()).unwrap();
+    stream.set_read_timeout(Some(harness::DEADLINE)).unwrap();
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: whomp\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+/// The cluster gone: 503 with `Retry-After` and not ready, never a 202; back: ready and
+/// accepting, no restart.
+#[test]
+fn an_unreachable_cluster_is_503_and_not_ready_until_it_is_back() {
+    let Some(mut nats) = Nats::single() else {
+        return;
+    };
+    let port = harness::free_port();
+    let whomp = node(&nats, 0, 1, port);
+    let ready = || harness::get(whomp.daemon.addr("admin"), "/readyz").0;
+    assert!(submit_head(&whomp, port).starts_with("http/1.1 202"));
+    assert_eq!(ready(), 200);
+    nats.kill(0);
+    wait_for("whomp is not ready", || ready() == 503);
+    for _ in 0..3 {
+        let head = submit_head(&whomp, port);
+        assert!(head.starts_with("http/1.1 503"), "never a 202: {head}");
+        assert!(head.contains("\r\nretry-after: "), "{head}");
+    }
+    nats.restart(0);
+    wait_for("whomp is ready again", || ready() == 200);
+    wait_for("whomp accepts again", || {
+        submit_head(&whomp, port).starts_with("http/1.1 202")
+    });
 }

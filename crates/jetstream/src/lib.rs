@@ -141,6 +141,8 @@ struct Inner {
     unhealthy: Mutex<Option<String>>,
     /// The consumer's ack wait: a claim is kept alive with a progress ack every half of it.
     ack_wait: Duration,
+    /// How long any request may take ([`Options::timeout`]).
+    timeout: Duration,
 }
 
 /// Connects to the servers named in `options`.
@@ -192,7 +194,7 @@ async fn bucket(js: &Context, options: &Options, name: &str) -> Result<kv::Store
     .map_err(|e| failed(format!("bucket {bucket}"), e))
 }
 
-/// How long start-up keeps trying the set-up requests (streams, consumer, bucket).
+/// How long start-up keeps trying the set-up requests (streams, consumer, buckets).
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Creates (or updates) the streams, the shared consumer and the state bucket: every step
@@ -266,20 +268,7 @@ impl JetStream {
                 ),
             ));
         }
-        // Set-up requests are idempotent; a cluster electing a leader (or nodes started together
-        // racing to create the same streams) can time the first ones out, so they are tried
-        // again for a while before start-up gives up.
-        let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-        let (js, queue, dead, consumer, state) = loop {
-            match set_up(&client, options).await {
-                Ok(parts) => break parts,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "jetstream set-up failed; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (js, queue, dead, consumer, state) = patiently(|| set_up(&client, options)).await?;
         let p = &options.prefix;
         let inner = Arc::new(Inner {
             client,
@@ -293,6 +282,7 @@ impl JetStream {
             changed: Notify::new(),
             unhealthy: Mutex::new(None),
             ack_wait: options.ack_wait,
+            timeout: options.timeout,
         });
         // The index is complete before the first answer: read the bucket once, then follow.
         let mut watch = state
@@ -323,7 +313,27 @@ impl JetStream {
 
     /// The records store in the same cluster (bucket `P_records`).
     pub async fn records(&self, options: &Options) -> Result<JetRecords, NatsError> {
-        JetRecords::open(&self.inner.js, options).await
+        patiently(|| JetRecords::open(&self.inner.js, options)).await
+    }
+}
+
+/// Runs an idempotent set-up step until it succeeds or [`SETUP_PATIENCE`] has passed: a cluster
+/// electing a leader (a server just restarted, or nodes started together racing to create the
+/// same streams) can time the first requests out, and start-up should not fail for that.
+async fn patiently<T, F>(mut step: impl FnMut() -> F) -> Result<T, NatsError>
+where
+    F: std::future::Future<Output = Result<T, NatsError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "jetstream set-up failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -734,20 +744,38 @@ impl Storage for JetStream {
         if max == 0 {
             return Vec::new();
         }
-        let batch = match inner
+        // A fetch's answer may never come (the consumer's leader lost with the request in
+        // flight); the client would wait for it for ever, and this node would deliver no more.
+        // So each step (the request, every next message) may take `timeout`: a batch still
+        // arriving is taken whole, however long it takes.
+        let fetch = inner
             .consumer
             .fetch()
             .max_messages(max.min(MAX_BATCH))
-            .messages()
-            .await
-        {
-            Ok(batch) => batch,
-            Err(e) => {
+            .messages();
+        let mut batch = match tokio::time::timeout(inner.timeout, fetch).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
                 inner.fail("fetch from consumer deliver", e);
                 return Vec::new();
             }
+            Err(_) => {
+                inner.fail("fetch from consumer deliver", "no answer in time");
+                return Vec::new();
+            }
         };
-        let messages: Vec<js::Message> = batch.filter_map(|m| async { m.ok() }).collect().await;
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout(inner.timeout, batch.next()).await {
+                Ok(Some(Ok(message))) => messages.push(message),
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    inner.fail("fetch from consumer deliver", "no answer in time");
+                    break;
+                }
+            }
+        }
         let mut claims = Vec::new();
         for message in messages {
             if let Some(claim) = self.consider(message, now_ms).await {

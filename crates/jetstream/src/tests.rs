@@ -1,6 +1,6 @@
 //! The backend against a real nats-server (harness::Nats, R1): the seam's conformance suite, and
-//! what only this backend can show (dedup by message id, an unreachable server, redelivery to
-//! another node, the server's NAK delay, dead letters, 10 MiB bodies).
+//! what only this backend can show (dedup by message id, an unreachable server, a fetch never
+//! answered, redelivery to another node, the server's NAK delay, dead letters, 10 MiB bodies).
 
 use std::time::Duration;
 
@@ -133,6 +133,41 @@ async fn a_stopped_server_is_unavailable_and_ready_again_after_restart() {
         Some(State::Queued),
         "what was acknowledged survived"
     );
+}
+
+/// A fetch nobody answers (the consumer's leader frozen, or lost with the request in flight)
+/// ends after `timeout`, unavailable: the delivery loop goes on instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_server_never_answers_ends_unavailable() {
+    let Some(nats) = Nats::single() else { return };
+    let s = JetStream::open(&options(&nats, &fresh())).await.unwrap();
+    one(&s, b"waiting").await;
+    nats.pause(0);
+    let claimed = tokio::time::timeout(DEADLINE, s.claim_due(now_ms(), usize::MAX)).await;
+    let reason = s.unhealthy_reason();
+    nats.resume(0);
+    assert_eq!(claimed.map(|c| c.len()).ok(), Some(0), "claim_due ends");
+    let reason = reason.expect("not ready while the server does not answer");
+    assert!(reason.contains("consumer deliver"), "{reason}");
+}
+
+/// The records bucket is set up as patiently as the queue: a cluster that does not answer for
+/// longer than `timeout` (electing a leader after a restart) does not stop a node's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_bucket_waits_for_a_cluster_that_does_not_answer_yet() {
+    let Some(nats) = Nats::single() else { return };
+    let o = options(&nats, &fresh());
+    let s = JetStream::open(&o).await.unwrap();
+    nats.pause(0);
+    let opening = tokio::spawn({
+        let o = o.clone();
+        async move { s.records(&o).await.map(|_| ()) }
+    });
+    // Frozen past the first request's timeout, then back.
+    tokio::time::sleep(o.timeout * 2).await;
+    nats.resume(0);
+    let opened = opening.await.unwrap();
+    assert!(opened.is_ok(), "{opened:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,12 @@
 //!
 //! One module per seam: `daemon`, `client` (raw HTTP), `receivers`, `idle` (idle connections),
 //! `load` (steady load with accounting and the kill soak), `nats` (nats-servers with
-//! JetStream, one or a cluster), `ca` and `tmpfs`; everything is
-//! re-exported here, so tests say `harness::Daemon`.
+//! JetStream, one or a cluster), `cluster` (the cluster fault sequence both daemons run), `ca`
+//! and `tmpfs`; everything is re-exported here, so tests say `harness::Daemon`.
 
 mod ca;
 mod client;
+mod cluster;
 mod daemon;
 mod idle;
 mod load;
@@ -22,9 +23,10 @@ mod tmpfs;
 
 pub use ca::TestCa;
 pub use client::{get, post, raw, try_post};
+pub use cluster::{faults_under_load, FAULTS, IN_FLIGHT_PER_NODE};
 pub use daemon::{listening, metric_in, run_cli, Daemon};
 pub use idle::{hold, wait_closed, Idle, Wire};
-pub use load::{kill_at_random_moments, kills_from_env, soak_with_kills, Load, Tally};
+pub use load::{kill_at_random_moments, kills_from_env, soak_with_kills, Load, Tally, Totals};
 pub use nats::{Nats, MAX_PAYLOAD as NATS_MAX_PAYLOAD};
 pub use receivers::{Answer, Misbehaving, Misbehaviour, Received, Receiver};
 pub use tmpfs::Tmpfs;

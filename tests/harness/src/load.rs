@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{wait_for, Receiver};
+use crate::Receiver;
 
 /// Steady load for fault tests: `senders` threads call `send(n)` with distinct numbers until
 /// stopped, and record which numbers were acknowledged (2xx) and how others were answered.
@@ -106,11 +106,39 @@ impl Receiver {
     }
 }
 
+/// How a [`Tally`]'s acknowledged messages fared at the receivers.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    /// Distinct numbers received.
+    pub delivered: usize,
+    /// Receipts beyond the first of a number.
+    pub duplicates: usize,
+    /// Acknowledged numbers never received.
+    pub lost: usize,
+}
+
 impl Tally {
     /// Waits until every acknowledged number reached one of `receivers`, prints the totals
     /// (`what`: sent, acknowledged, delivered, duplicates, lost) and asserts lost = 0.
     /// Returns the duplicates.
     pub fn account(&self, what: &str, receivers: &[&Receiver]) -> usize {
+        let totals = self.settle(receivers);
+        println!(
+            "soak {what}: sent {}, acknowledged {}, delivered {}, duplicates {}, lost {}, refused {:?}",
+            self.sent,
+            self.acked.len(),
+            totals.delivered,
+            totals.duplicates,
+            totals.lost,
+            self.refused
+        );
+        assert_eq!(totals.lost, 0, "{what}: acknowledged and lost");
+        totals.duplicates
+    }
+
+    /// Waits until every acknowledged number reached one of `receivers`, for at most
+    /// [`DEADLINE`](crate::DEADLINE), and counts: what is still missing then is lost.
+    pub fn settle(&self, receivers: &[&Receiver]) -> Totals {
         let delivered = || {
             let mut all = std::collections::BTreeSet::new();
             let mut duplicates = 0;
@@ -121,20 +149,16 @@ impl Tally {
             }
             (all, duplicates)
         };
-        wait_for("every acknowledged message is delivered", || {
-            self.acked.is_subset(&delivered().0)
-        });
+        let deadline = std::time::Instant::now() + crate::DEADLINE;
+        while !self.acked.is_subset(&delivered().0) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let (got, duplicates) = delivered();
-        let lost = self.acked.difference(&got).count();
-        println!(
-            "soak {what}: sent {}, acknowledged {}, delivered {}, duplicates {duplicates}, lost {lost}, refused {:?}",
-            self.sent,
-            self.acked.len(),
-            got.len(),
-            self.refused
-        );
-        assert_eq!(lost, 0, "{what}: acknowledged and lost");
-        duplicates
+        Totals {
+            delivered: got.len(),
+            duplicates,
+            lost: self.acked.difference(&got).count(),
+        }
     }
 }
 

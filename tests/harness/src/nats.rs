@@ -1,6 +1,6 @@
 //! Real nats-server processes with JetStream for the cluster backend's tests: one server (R1) or
 //! a cluster of several on loopback, each on its own ephemeral ports and store directory, that a
-//! test can SIGKILL and restart on the same ports and store.
+//! test can SIGKILL and restart on the same ports and store, or freeze (SIGSTOP) for a while.
 //!
 //! The binary is `nats-server` on the PATH (`.ci/setup/nats.sh` installs the tested version).
 //! Without it, [`Nats::single`] and [`Nats::cluster`] fail under CI (`CI=true`) and otherwise
@@ -121,6 +121,24 @@ impl Nats {
         if let Some(mut child) = self.servers[i].process.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOPs server `i`: its connections stay open and nothing it is asked is answered (a
+    /// server frozen, or lost with requests in flight), until [`Nats::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONTs server `i` after [`Nats::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, i: usize, signal: rustix::process::Signal) {
+        let pid = self.servers[i].process.as_ref().map(|c| c.id() as i32);
+        if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+            rustix::process::kill_process(pid, signal).unwrap();
         }
     }
 
