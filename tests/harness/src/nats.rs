@@ -128,6 +128,11 @@ impl Nats {
     /// server frozen, or lost with requests in flight), until [`Nats::resume`].
     pub fn pause(&self, i: usize) {
         self.signal(i, rustix::process::Signal::STOP);
+        // A stop reaches each thread when it is next scheduled: on a busy machine a thread can
+        // still answer a request after kill() returned. Frozen means every thread stopped.
+        if let Some(pid) = self.servers[i].process.as_ref().map(Child::id) {
+            crate::wait_for("nats-server stopped", || all_stopped(pid));
+        }
     }
 
     /// SIGCONTs server `i` after [`Nats::pause`].
@@ -253,4 +258,18 @@ mod tests {
             assert_eq!(healthz(nats.monitor(i), "/healthz"), Some(200));
         }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }
