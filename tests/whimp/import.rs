@@ -25,8 +25,10 @@ fn routes(retry: &str, dead: &str, ok: &str) -> String {
 /// `spool list --json` through `config`: id → (state, attempts).
 fn listed(config: &Path) -> BTreeMap<String, (String, u64)> {
     let config = config.to_str().unwrap();
-    let (code, out, err) =
-        harness::run_cli(Path::new(BIN), &["spool", "list", "--json", "--config", config]);
+    let (code, out, err) = harness::run_cli(
+        Path::new(BIN),
+        &["spool", "list", "--json", "--config", config],
+    );
     assert_eq!(code, 0, "{err}");
     out.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -140,7 +142,13 @@ fn a_stopped_maildir_spool_moves_into_the_cluster_with_its_ids_and_attempts() {
         .unwrap();
     let (code, out, err) = harness::run_cli(
         Path::new(BIN),
-        &["spool", "retry", &dead, "--config", cluster.to_str().unwrap()],
+        &[
+            "spool",
+            "retry",
+            &dead,
+            "--config",
+            cluster.to_str().unwrap(),
+        ],
     );
     assert_eq!((code, out.trim()), (0, "requeued 1"), "{err}");
     wait_for("the dead one delivered", || now_fine.count() == 4);

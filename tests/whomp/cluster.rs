@@ -2,15 +2,17 @@
 //! status, idempotency keys and event records: a submission to one node is delivered once and
 //! its status read from the other; one `Idempotency-Key` sent to both nodes at the same moment
 //! yields one id; an event posted to one node fans out to a target made on the other, and its
-//! id is de-duplicated on both. Three whomp nodes on a three-server cluster (R3) lose nothing
-//! acknowledged through the kills of `harness::faults_under_load`, the sequence whimp's cluster
-//! test runs too. The cluster unreachable: 503 with `Retry-After` and not ready, ready again by
+//! id is de-duplicated on both. Three whimp and three whomp nodes on one three-server cluster (R3)
+//! lose nothing acknowledged through the kills of `harness::faults_under_load` (this test runs
+//! whimp too: it is the issue's fault test for both daemons). The cluster unreachable: 503 with `Retry-After` and not ready, ready again by
 //! itself. Skipped (SKIPPED) without nats-server locally, a failure under CI.
 
 use std::io::{Read, Write};
 use std::thread;
 
-use harness::{wait_for, Nats, Receiver};
+use std::sync::Arc;
+
+use harness::{wait_for, Daemon, Fleet, Nats, Receiver};
 use serde_json::json;
 
 use crate::events::{post_event, subscribe};
@@ -106,30 +108,95 @@ fn two_nodes_share_status_idempotency_keys_and_event_targets() {
     );
 }
 
+/// whimp, built beside whomp by `cargo test --workspace`; under CI it must be there.
+fn whimp_bin() -> Option<std::path::PathBuf> {
+    let bin = std::path::Path::new(crate::BIN).with_file_name("whimp");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing: build the workspace (cargo test --workspace)",
+        bin.display()
+    );
+    eprintln!(
+        "SKIPPED: {} is not built (cargo build -p whimp)",
+        bin.display()
+    );
+    None
+}
+
+/// A whimp node on server `i` of `nats` (R3), forwarding `/gh/S3CR3T` to `backend`; its config
+/// in `dir`.
+fn whimp_node(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    nats: &Nats,
+    i: usize,
+    backend: &str,
+) -> Daemon {
+    let config = harness::write_file(
+        dir,
+        "whimp.yaml",
+        &format!(
+            "listen: [{{ addr: 127.0.0.1:0 }}]\nadmin: {{ addr: 127.0.0.1:0 }}\nspool: {{ dir: spool }}\n\
+             queue: {{ backend: jetstream, servers: [\"{}\"], replicas: 3, ack_wait: 3s }}\n\
+             retry: {{ initial: 100ms, max_interval: 400ms, max_age: 1h }}\n\
+             routes:\n  - path: /gh/S3CR3T\n    name: gh\n    backends: [{{ url: \"{backend}\", timeout: 5s }}]\n",
+            nats.url(i)
+        ),
+    );
+    Daemon::start(bin, &config)
+}
+
+/// The issue's fault test: one three-server cluster (R3) with three whimp nodes and three whomp
+/// nodes on it (node `i` of each on server `i`), both under steady load, through a nats-server's
+/// SIGKILL and restart, a SIGKILL of a whimp and a whomp node, and the loss of a whole node (its
+/// nats-server, its whimp and its whomp): nothing acknowledged is lost on either side.
 #[test]
-fn three_nodes_lose_nothing_through_kills_and_the_loss_of_a_node() {
+fn three_whimp_and_three_whomp_nodes_lose_nothing_through_kills_and_the_loss_of_a_node() {
+    let Some(bin) = whimp_bin() else {
+        return;
+    };
     let Some(mut nats) = Nats::cluster(3) else {
         return;
     };
-    let receiver = Receiver::start();
-    let port = receiver.addr.port();
-    let mut nodes: Vec<Whomp> = (0..3).map(|i| node(&nats, i, 3, port)).collect();
+    let (whimp_receiver, whomp_receiver) = (Receiver::start(), Receiver::start());
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut whimps: Vec<Daemon> = (0..3)
+        .map(|i| whimp_node(&bin, dirs[i].path(), &nats, i, &whimp_receiver.url("/in")))
+        .collect();
+    let port = whomp_receiver.addr.port();
+    let mut whomps: Vec<Whomp> = (0..3).map(|i| node(&nats, i, 3, port)).collect();
     let url = format!("http://hooks.test:{port}/in");
     harness::faults_under_load(
-        "whomp cluster",
         &mut nats,
-        &mut nodes.iter_mut().map(|w| &mut w.daemon).collect::<Vec<_>>(),
-        "submit",
-        &receiver,
-        move |addr, n| {
-            let submission = envelope("POST", &url, &[], &format!("soak-{n}")).to_string();
-            harness::try_post(
-                addr,
-                "/v1/messages",
-                "Content-Type: application/json\r\n",
-                submission.as_bytes(),
-            )
-        },
+        &mut [
+            Fleet {
+                name: "whimp",
+                nodes: whimps.iter_mut().collect(),
+                listener: "public",
+                receiver: &whimp_receiver,
+                send: Arc::new(|addr, n| {
+                    harness::try_post(addr, "/gh/S3CR3T", "", format!("soak-{n}").as_bytes())
+                }),
+            },
+            Fleet {
+                name: "whomp",
+                nodes: whomps.iter_mut().map(|w| &mut w.daemon).collect(),
+                listener: "submit",
+                receiver: &whomp_receiver,
+                send: Arc::new(move |addr, n| {
+                    let submission = envelope("POST", &url, &[], &format!("soak-{n}")).to_string();
+                    harness::try_post(
+                        addr,
+                        "/v1/messages",
+                        "Content-Type: application/json\r\n",
+                        submission.as_bytes(),
+                    )
+                }),
+            },
+        ],
     );
 }
 

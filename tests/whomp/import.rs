@@ -28,7 +28,12 @@ fn a_stopped_maildir_node_moves_its_messages_and_targets_into_the_cluster() {
     );
     let mut old = Whomp::start(&body);
     subscribe(&old, &url("/events"), &["order.created"], json!({}));
-    let id = old.submit(&envelope("POST", &url("/raw"), &[], "queued before the move"));
+    let id = old.submit(&envelope(
+        "POST",
+        &url("/raw"),
+        &[],
+        "queued before the move",
+    ));
     old.wait_state(&id, "retrying");
     // An event fanned out before the move: its delivery moves, its answer (a record that
     // expires on its own) does not.
@@ -93,7 +98,9 @@ fn a_stopped_maildir_node_moves_its_messages_and_targets_into_the_cluster() {
             .filter(|m| m.target == "/events")
             .count()
     };
-    harness::wait_for("both events delivered to the imported target", || events() == 3);
+    harness::wait_for("both events delivered to the imported target", || {
+        events() == 3
+    });
     let raw: Vec<_> = receiver
         .received()
         .into_iter()

@@ -929,7 +929,10 @@ mod tests {
             check("spool import --config c.yaml --from /var/spool/whimp"),
             import
         );
-        assert_eq!(check("spool import --from=/var/spool/whimp -c c.yaml"), import);
+        assert_eq!(
+            check("spool import --from=/var/spool/whimp -c c.yaml"),
+            import
+        );
         assert_eq!(
             check("spool import --config c.yaml"),
             Err("spool import needs --from DIR (the maildir spool to move)".into())

@@ -106,7 +106,11 @@ struct Tally {
 
 /// Stores every queued, retrying and dead message of `spool` in `cluster`, deleting each from
 /// the directory once the cluster has it.
-async fn move_messages(spool: &Spool, cluster: &JetStream, tally: &mut Tally) -> Result<(), String> {
+async fn move_messages(
+    spool: &Spool,
+    cluster: &JetStream,
+    tally: &mut Tally,
+) -> Result<(), String> {
     let listed = Storage::list(spool).await.map_err(|e| e.to_string())?;
     for listed in listed {
         let key = listed.key;

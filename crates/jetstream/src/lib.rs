@@ -49,9 +49,9 @@ use storage::{
 use tokio::sync::Notify;
 use ulid::Ulid;
 
+pub use import::{Imported, Incoming};
 use index::Index;
 use record::Record;
-pub use import::{Imported, Incoming};
 pub use records::JetRecords;
 
 /// The most messages one `claim_due` takes from the consumer.

@@ -213,7 +213,11 @@ async fn an_attempt_longer_than_the_ack_wait_keeps_its_claim() {
     let until = tokio::time::Instant::now() + 4 * o.ack_wait;
     while tokio::time::Instant::now() < until {
         for c in b.claim_due(now_ms(), usize::MAX).await {
-            assert_ne!(c.key(), key, "handed to node b while node a still works on it");
+            assert_ne!(
+                c.key(),
+                key,
+                "handed to node b while node a still works on it"
+            );
             b.release(c).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,7 +23,7 @@ mod tmpfs;
 
 pub use ca::TestCa;
 pub use client::{get, post, raw, try_post};
-pub use cluster::{faults_under_load, FAULTS, IN_FLIGHT_PER_NODE};
+pub use cluster::{faults_under_load, Fleet, Sender, FAULTS, IN_FLIGHT_PER_NODE};
 pub use daemon::{listening, metric_in, run_cli, Daemon};
 pub use idle::{hold, wait_closed, Idle, Wire};
 pub use load::{kill_at_random_moments, kills_from_env, soak_with_kills, Load, Tally, Totals};
