@@ -134,9 +134,14 @@ struct Inner {
     dead: stream::Stream,
     consumer: PullConsumer,
     state: kv::Store,
+    /// The bucket's stream, read through its leader: a replica that lags (a restarted server
+    /// catching up) would answer "no record" for a message already delivered.
+    state_stream: stream::Stream,
     index: Mutex<Index>,
     changed: Notify,
     unhealthy: Mutex<Option<String>>,
+    /// How long a request may take ([`Options::timeout`]).
+    timeout: Duration,
 }
 
 /// Connects to the servers named in `options`.
@@ -277,6 +282,10 @@ impl JetStream {
             }
         };
         let p = &options.prefix;
+        let state_stream = js
+            .get_stream(format!("KV_{p}_state"))
+            .await
+            .map_err(|e| failed(format!("bucket {p}_state"), e))?;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -285,9 +294,11 @@ impl JetStream {
             dead,
             consumer,
             state: state.clone(),
+            state_stream,
             index: Mutex::new(Index::default()),
             changed: Notify::new(),
             unhealthy: Mutex::new(None),
+            timeout: options.timeout,
         });
         // The index is complete before the first answer: read the bucket once, then follow.
         let mut watch = state
@@ -524,22 +535,23 @@ impl Inner {
             .ok()
     }
 
-    /// What the state bucket holds of `key`.
+    /// What the state bucket holds of `key`, as its stream's leader says.
     async fn load(&self, key: Key) -> Result<Loaded, Unavailable> {
-        let entry = self
-            .state
-            .entry(key.to_string())
-            .await
-            .map_err(|e| self.fail(format!("state of {key}"), e))?;
-        match entry {
-            None => Ok(Loaded::Missing),
-            Some(e) if e.operation != Operation::Put => Ok(Loaded::Deleted),
-            Some(e) => {
-                let record = serde_json::from_slice(&e.value)
-                    .map_err(|e| self.fail(format!("state of {key}"), e))?;
-                Ok(Loaded::Record(e.revision, record))
+        let subject = format!("$KV.{}_state.{key}", self.prefix);
+        let m = match self.state_stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Loaded::Missing)
             }
+            Err(e) => return Err(self.fail(format!("state of {key}"), e)),
+        };
+        // A deletion or purge is a marker with the operation in a header.
+        if m.headers.get("KV-Operation").is_some() {
+            return Ok(Loaded::Deleted);
         }
+        let record =
+            serde_json::from_slice(&m.payload).map_err(|e| self.fail(format!("state of {key}"), e))?;
+        Ok(Loaded::Record(m.sequence, record))
     }
 
     /// The state of `key` and its revision: its record, or, for a message stored but not
@@ -731,22 +743,11 @@ impl JetStream {
             return None;
         }
         // No record yet: stored and never attempted, queued since its publish and due at once.
-        let info = message.info().ok();
-        let published = info.as_ref().map_or(now, |i| ms(i.published)).min(now);
-        // The first delivery of what an enqueue published (with its id) has no record to read:
-        // only an outcome writes one, and none comes before the first delivery (a deletion
-        // removes the message too). That saves a request per new message on the delivery path.
-        let first = info.is_some_and(|i| i.delivered == 1)
-            && message
-                .headers
-                .as_ref()
-                .is_some_and(|h| h.get(header::NATS_MESSAGE_ID).is_some());
-        let record = if first {
-            Ok(Some((0, Record::new(published))))
-        } else {
-            inner.current(key, Some(published)).await
-        };
-        let record = match record {
+        // The bucket is read even for a first delivery, which has no record yet: while it
+        // cannot be read, an outcome could not be written either, and an attempt whose outcome
+        // is lost is made again (a duplicate), so nothing is attempted then.
+        let published = message.info().map_or(now, |i| ms(i.published)).min(now);
+        let record = match inner.current(key, Some(published)).await {
             Ok(r) => r,
             Err(_) => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -839,20 +840,29 @@ impl Storage for JetStream {
         if max == 0 {
             return Vec::new();
         }
-        let batch = match inner
-            .consumer
-            .fetch()
-            .max_messages(max.min(MAX_BATCH))
-            .messages()
-            .await
-        {
-            Ok(batch) => batch,
-            Err(e) => {
+        // Within the request timeout: a pull request lost with a server (its answer never
+        // comes) would otherwise hold the delivery loop, which waits for this, for good.
+        let fetch = async {
+            let batch = inner
+                .consumer
+                .fetch()
+                .max_messages(max.min(MAX_BATCH))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(batch.filter_map(|m| async { m.ok() }).collect::<Vec<_>>().await)
+        };
+        let messages: Vec<js::Message> = match tokio::time::timeout(inner.timeout, fetch).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(e)) => {
                 inner.fail("fetch from consumer deliver", e);
                 return Vec::new();
             }
+            Err(_) => {
+                inner.fail("fetch from consumer deliver", "timed out");
+                return Vec::new();
+            }
         };
-        let messages: Vec<js::Message> = batch.filter_map(|m| async { m.ok() }).collect().await;
         // Side by side: the delivery loop waits for this, and each look may be a request.
         let considered = messages.into_iter().map(|m| self.consider(m, now_ms));
         let mut claims: Vec<Claim> = futures_util::future::join_all(considered)
