@@ -2,9 +2,10 @@
 //! against loopback load and measures, in the same run and at the same concurrency, the ceiling
 //! each figure is compared with, so that a ratio holds on a noisy shared machine.
 //!
-//! `target/release/bench <ingest|e2e|whomp|whomp-dns|scale|size|events|machine|all>… [options]`; it reports
+//! `target/release/bench <ingest|e2e|whomp|whomp-dns|scale|size|events|cluster|machine|all>… [options]`; it reports
 //! figures and asserts nothing, so it is not part of CI's pass/fail.
 
+mod cluster;
 mod daemon;
 mod disk;
 mod load;
@@ -40,7 +41,8 @@ pub(crate) struct Settings {
 const USAGE: &str = "usage: bench <scenario>... [--seconds N] [--warmup N] [--runs N] [--dir PATH]
                     [--bin-dir PATH] [--backend hold|down] [--scale-max N] [--per-backend N]
                     [--keep]
-scenarios: ingest e2e whomp whomp-dns scale size events machine all
+scenarios: ingest e2e whomp whomp-dns scale size events cluster machine all
+  (cluster needs nats-server on the PATH; all leaves it out)
   --seconds N   length of each measured window (default 5)
   --warmup N    seconds of load before each window (default 1)
   --runs N      runs of each figure; medians and spread are reported (default 3)
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             "scale" => scenarios::scale(&settings),
             "size" => scenarios::size(&settings),
             "events" => scenarios::events(&settings),
+            "cluster" => cluster::cluster(&settings),
             other => Err(anyhow::anyhow!("unknown scenario {other}")),
         };
         if let Err(e) = result {
@@ -157,7 +160,8 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
                 ]
                 .map(String::from),
             ),
-            "machine" | "ingest" | "e2e" | "whomp" | "whomp-dns" | "scale" | "size" | "events" => {
+            "machine" | "ingest" | "e2e" | "whomp" | "whomp-dns" | "scale" | "size" | "events"
+            | "cluster" => {
                 scenarios.push(arg.clone())
             }
             other => return Err(format!("unknown argument {other:?}")),

@@ -23,19 +23,19 @@ use crate::stats::{num, Latencies, Runs};
 use crate::Settings;
 
 /// Body size of every webhook, as the issue asks.
-const BODY: usize = 1024;
+pub(crate) const BODY: usize = 1024;
 /// Connections of the ingest and end-to-end load.
-const CONCURRENCY: usize = 64;
-const ROUTE_PATH: &str = "/bench/01JBENCHR0UTE0000000000000";
+pub(crate) const CONCURRENCY: usize = 64;
+pub(crate) const ROUTE_PATH: &str = "/bench/01JBENCHR0UTE0000000000000";
 /// Time allowed for a daemon to get ready (a 1M-message spool included).
 const READY_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Named figures in the order they were first recorded, each with its runs.
 #[derive(Debug, Default)]
-struct Figures(Vec<(String, Runs)>);
+pub(crate) struct Figures(Vec<(String, Runs)>);
 
 impl Figures {
-    fn add(&mut self, name: &str, value: f64) {
+    pub(crate) fn add(&mut self, name: &str, value: f64) {
         match self.0.iter_mut().find(|(n, _)| n == name) {
             Some((_, runs)) => runs.push(value),
             None => {
@@ -47,13 +47,13 @@ impl Figures {
     }
 
     /// Adds rate, p50 and p99 under `name`.
-    fn add_load(&mut self, name: &str, rate: f64, lat: &Latencies) {
+    pub(crate) fn add_load(&mut self, name: &str, rate: f64, lat: &Latencies) {
         self.add(&format!("{name}: req/s"), rate);
         self.add(&format!("{name}: p50 ms"), lat.ms(50.0));
         self.add(&format!("{name}: p99 ms"), lat.ms(99.0));
     }
 
-    fn print(&self, title: &str) {
+    pub(crate) fn print(&self, title: &str) {
         println!("\n### {title}\n");
         println!("| figure | median (min–max) |");
         println!("|---|---|");
@@ -64,14 +64,14 @@ impl Figures {
 }
 
 /// A ratio target: `figure / ceiling ≥ goal`, computed per run.
-struct Target2 {
-    what: &'static str,
-    figure: String,
-    ceiling: String,
-    goal: f64,
+pub(crate) struct Target2 {
+    pub(crate) what: &'static str,
+    pub(crate) figure: String,
+    pub(crate) ceiling: String,
+    pub(crate) goal: f64,
 }
 
-fn print_targets(figures: &Figures, targets: &[Target2]) {
+pub(crate) fn print_targets(figures: &Figures, targets: &[Target2]) {
     println!("\n| target | ratio per run | median | goal | met |");
     println!("|---|---|---|---|---|");
     for t in targets {
@@ -100,7 +100,7 @@ fn print_targets(figures: &Figures, targets: &[Target2]) {
 }
 
 /// The 1-, 5- and 15-minute load averages.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -108,11 +108,11 @@ fn loadavg() -> String {
 
 /// Prints one measurement with the load average taken just before it started (during a disk
 /// loop the load average counts the loop's own threads waiting on the disk).
-fn note(run: usize, what: &str, text: String, load_before: &str) {
+pub(crate) fn note(run: usize, what: &str, text: String, load_before: &str) {
     println!("run {run}: {what:<40} {text}   [load before: {load_before}]");
 }
 
-fn describe(rate: f64, lat: &Latencies) -> String {
+pub(crate) fn describe(rate: f64, lat: &Latencies) -> String {
     format!(
         "{:>8.0}/s  p50 {:>7} ms  p99 {:>7} ms",
         rate,
@@ -121,7 +121,7 @@ fn describe(rate: f64, lat: &Latencies) -> String {
     )
 }
 
-fn tempdir(s: &Settings, keep: &mut Vec<TempDir>) -> anyhow::Result<PathBuf> {
+pub(crate) fn tempdir(s: &Settings, keep: &mut Vec<TempDir>) -> anyhow::Result<PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix("bench-")
         .tempdir_in(&s.base)
@@ -134,7 +134,7 @@ fn tempdir(s: &Settings, keep: &mut Vec<TempDir>) -> anyhow::Result<PathBuf> {
 /// Removes a scenario's temporary directories, saying so: with hundreds of thousands of files
 /// this takes minutes here, and the disk stays slow for a while after (run scenarios apart, or
 /// let it settle before the next).
-fn clean_up(s: &Settings, keep: Vec<TempDir>) -> anyhow::Result<()> {
+pub(crate) fn clean_up(s: &Settings, keep: Vec<TempDir>) -> anyhow::Result<()> {
     if s.keep_dirs {
         for dir in keep {
             println!("kept {}", dir.keep().display());
@@ -176,7 +176,7 @@ fn start_forwarding_whimp(s: &Settings, dir: &Path, receiver: &Receiver) -> anyh
 }
 
 /// Writes a whimp config for one route to `backend` and starts whimp.
-fn start_whimp(
+pub(crate) fn start_whimp(
     s: &Settings,
     dir: &Path,
     fsync: bool,
@@ -210,7 +210,7 @@ fn start_whimp(
 }
 
 /// The `delivery:` section of runs that deliver: whimp's defaults unless `--per-backend` is given.
-fn delivery_config(s: &Settings) -> String {
+pub(crate) fn delivery_config(s: &Settings) -> String {
     match s.per_backend {
         Some(n) => format!(
             "delivery: {{ concurrency: {}, max_in_flight_per_backend: {n} }}\n",
@@ -235,7 +235,7 @@ fn stored_len(spool: &Path) -> Option<usize> {
 }
 
 /// The HTTP ceiling server as a child process.
-fn start_http_ceiling(dir: &Path) -> anyhow::Result<Daemon> {
+pub(crate) fn start_http_ceiling(dir: &Path) -> anyhow::Result<Daemon> {
     Daemon::start(
         &std::env::current_exe()?,
         &["serve-http"],

@@ -8,14 +8,15 @@ use bytes::Bytes;
 use storage::{now_ms, Attempt, Key, State, Unavailable};
 
 use crate::record::Record;
-use crate::JetStream;
+use crate::{JetStream, Loaded};
 
 /// What [`JetStream::import`] did with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Imported {
     /// Stored in the cluster with its state: queued (due at once) or dead.
     Stored,
-    /// The cluster knows this key already (an earlier run got this far): nothing written.
+    /// The cluster knew this key already (an earlier run got this far): its record kept, its
+    /// message published again (the same key: it replaces what is there).
     Known,
 }
 
@@ -32,9 +33,13 @@ pub struct Incoming {
 }
 
 impl JetStream {
-    /// Stores `message` with `content` under its own key: the stream message first (the queue,
-    /// or the dead letters), then its state record, as [`storage::Storage::enqueue`] does. A
-    /// queued or retrying message is due at once on whichever node claims it.
+    /// Stores `message` with `content` under its own key: its state record (unless the cluster
+    /// has one, or a deletion marker, already), then the stream message (the queue, or the dead
+    /// letters). The record goes first so that a claim between the two finds the imported
+    /// attempts, not a fresh message; the publish is made whatever the record said, so that a
+    /// run cut off between the two is finished by the next (a second publish of a key replaces
+    /// the first, and a message whose record says delivered or deleted is dropped when claimed).
+    /// A queued or retrying message is due at once on whichever node claims it.
     pub async fn import(
         &self,
         message: Incoming,
@@ -42,34 +47,31 @@ impl JetStream {
     ) -> Result<Imported, Unavailable> {
         let inner = &self.inner;
         let key = message.key;
-        if inner.load(key).await?.is_some() {
-            return Ok(Imported::Known);
-        }
         let now = now_ms();
         let dead = message.state == State::Dead;
-        let body = Bytes::from(content);
-        let name = key.to_string();
-        if dead {
-            inner
-                .publish(inner.subject("dead", key), body, Some(&name))
-                .await?;
-        } else {
-            inner
-                .publish(inner.subject("queue", key), body, Some(&name))
-                .await?;
-        }
-        let record = Record {
-            state: if dead { State::Dead } else { message.state },
-            attempts: message.attempts,
-            // A fresh retry budget (`max_age`): the move is not the message's fault.
-            since_ms: now,
-            due_ms: (!dead).then_some(now),
-            finished_ms: dead.then_some(now),
-            history: message.history,
+        let mut imported = match inner.load(key).await? {
+            Loaded::Record(..) | Loaded::Deleted => Imported::Known,
+            Loaded::Missing => Imported::Stored,
         };
-        let _ = inner.save(key, 0, &record).await?;
+        if imported == Imported::Stored {
+            let record = Record {
+                state: message.state,
+                attempts: message.attempts,
+                // A fresh retry budget (`max_age`): the move is not the message's fault.
+                since_ms: now,
+                due_ms: (!dead).then_some(now),
+                finished_ms: dead.then_some(now),
+                history: message.history,
+            };
+            if inner.save(key, 0, &record).await?.is_err() {
+                imported = Imported::Known; // another writer was first
+            }
+        }
+        let body = Bytes::from(content);
+        let subject = inner.subject(if dead { "dead" } else { "queue" }, key);
+        inner.publish(subject, body, Some(&key.to_string())).await?;
         inner.index().quiet_until_ms = 0;
         inner.changed.notify_one();
-        Ok(Imported::Stored)
+        Ok(imported)
     }
 }

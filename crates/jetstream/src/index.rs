@@ -1,8 +1,12 @@
 //! The in-memory view of every message's state, so that the gauges, the next due time and
-//! listings answer without I/O: filled from the state bucket's watch (every node's changes) and
-//! from this node's own writes at once, each applied only if newer than what is known.
+//! listings answer without I/O: filled from the state bucket's watch (every node's changes), from
+//! the queue stream's (messages stored and not attempted yet, which have no record: queued, at
+//! revision 0, below any record) and from this node's own writes at once, each applied only if
+//! newer than what is known. The next due time comes from a schedule of the waiting messages not
+//! claimed here, ordered by due time, so that the delivery loop, which asks at every turn, does
+//! not walk a backlog of thousands each time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use storage::{now_ms, Counts, Key, Listed, State};
@@ -25,8 +29,10 @@ pub(crate) struct Index {
     entries: BTreeMap<Key, Entry>,
     /// Revisions of deletions, so that an older put seen late does not bring a message back.
     deleted: BTreeMap<Key, u64>,
+    /// Waiting messages not claimed on this node, by due time.
+    due: BTreeSet<(u64, Key)>,
     /// Claimed on this node (given out by `claim_due`, not yet finished or released).
-    pub(crate) claimed: HashSet<Key>,
+    claimed: HashSet<Key>,
     /// Being attempted on this node right now.
     pub(crate) sending: HashSet<Key>,
     /// After a claim found nothing although something looked due (another node holds it, or
@@ -43,6 +49,7 @@ impl Index {
         {
             return false;
         }
+        self.unschedule(key);
         self.entries.insert(
             key,
             Entry {
@@ -54,6 +61,28 @@ impl Index {
                 last_error: record.history.last().and_then(|a| a.failure()),
             },
         );
+        self.schedule(key);
+        true
+    }
+
+    /// Notes `key` stored at `at_ms` and not attempted yet, unless a record or a deletion of it
+    /// is known; true if it was new.
+    pub(crate) fn queued(&mut self, key: Key, at_ms: u64) -> bool {
+        if self.entries.contains_key(&key) || self.deleted.contains_key(&key) {
+            return false;
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                revision: 0,
+                state: State::Queued,
+                attempts: 0,
+                due_ms: Some(at_ms),
+                finished_ms: None,
+                last_error: None,
+            },
+        );
+        self.schedule(key);
         true
     }
 
@@ -64,9 +93,45 @@ impl Index {
             .get(&key)
             .is_none_or(|e| revision >= e.revision)
         {
+            self.unschedule(key);
             self.entries.remove(&key);
             self.deleted.insert(key, revision);
         }
+    }
+
+    /// Puts `key` in the schedule if it waits with a due time and is not claimed here.
+    fn schedule(&mut self, key: Key) {
+        if self.claimed.contains(&key) {
+            return;
+        }
+        if let Some(e) = self.entries.get(&key) {
+            if let (State::Queued | State::Retrying, Some(due)) = (e.state, e.due_ms) {
+                self.due.insert((due, key));
+            }
+        }
+    }
+
+    /// Takes `key` out of the schedule (before its entry changes or goes).
+    fn unschedule(&mut self, key: Key) {
+        if let Some(due) = self.entries.get(&key).and_then(|e| e.due_ms) {
+            self.due.remove(&(due, key));
+        }
+    }
+
+    /// `key` is claimed on this node: not due here until released.
+    pub(crate) fn claim(&mut self, key: Key) {
+        self.unschedule(key);
+        self.claimed.insert(key);
+    }
+
+    /// `key`'s claim here ended (finished, released or dropped).
+    pub(crate) fn unclaim(&mut self, key: Key) {
+        self.claimed.remove(&key);
+        self.schedule(key);
+    }
+
+    pub(crate) fn is_claimed(&self, key: Key) -> bool {
+        self.claimed.contains(&key)
     }
 
     pub(crate) fn get(&self, key: Key) -> Option<&Entry> {
@@ -122,16 +187,49 @@ impl Index {
     }
 
     pub(crate) fn next_due_ms(&self) -> Option<u64> {
-        let due = self
-            .waiting()
-            .filter(|(k, _)| !self.claimed.contains(k))
-            .filter_map(|(_, e)| e.due_ms)
-            .min()?;
-        Some(due.max(self.quiet_until_ms))
+        let (due, _) = self.due.first()?;
+        Some((*due).max(self.quiet_until_ms))
     }
 
     pub(crate) fn oldest_age(&self) -> Option<Duration> {
         let oldest = self.waiting().map(|(k, _)| k.arrived_ms()).min()?;
         Some(Duration::from_millis(now_ms().saturating_sub(oldest)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ulid::Ulid;
+
+    fn record(state: State, due_ms: Option<u64>) -> Record {
+        Record {
+            state,
+            due_ms,
+            ..Record::new(0)
+        }
+    }
+
+    #[test]
+    fn the_schedule_follows_records_claims_and_deletions() {
+        let mut index = Index::default();
+        let (a, b) = (Key::new(Ulid::new(), 0), Key::new(Ulid::new(), 0));
+        assert!(index.queued(a, 50));
+        assert!(index.put(b, 1, &record(State::Retrying, Some(20))));
+        assert_eq!(index.next_due_ms(), Some(20));
+        index.claim(b);
+        assert_eq!(index.next_due_ms(), Some(50), "a claimed message is not due here");
+        assert!(index.put(b, 2, &record(State::Retrying, Some(10))));
+        assert_eq!(index.next_due_ms(), Some(50), "still claimed after its record changed");
+        index.unclaim(b);
+        assert_eq!(index.next_due_ms(), Some(10), "due again once released");
+        assert!(index.put(a, 3, &record(State::Delivered, None)));
+        assert!(!index.queued(a, 5), "a record outranks the queue stream");
+        index.delete(b, 4);
+        assert_eq!(index.next_due_ms(), None, "nothing waits");
+        assert!(!index.queued(b, 5), "a deletion outranks the queue stream");
+        index.quiet_until_ms = 70;
+        assert!(index.queued(Key::new(Ulid::new(), 0), 60));
+        assert_eq!(index.next_due_ms(), Some(70));
     }
 }

@@ -15,8 +15,11 @@
 //!   claim after `ack_wait`, and another node gets the message: a duplicate, never a loss.
 //! - stream `P_dead` (`P.dead.<key>`): dead letters, re-queued from there by any node.
 //! - KV bucket `P_state`: each message's state and attempts ([`record::Record`]), the truth the
-//!   status API, listings and claims go by; every node watches it to answer the gauges and the
-//!   next due time from memory ([`index`]).
+//!   status API, listings and claims go by, written at a message's first outcome (or operator
+//!   change), not when it is stored: the publish is the one replicated write before a 2xx. A
+//!   message in `P_queue` with no record (and no deletion marker) is queued, as of its publish
+//!   time. Every node watches the bucket, and the queue stream's headers, to answer the gauges
+//!   and the next due time from memory ([`index`]).
 //! - KV bucket `P_records`: [`storage::Records`], keyed `namespace/key`.
 //!
 //! Bodies: the stream's max message size is [`Options::max_message_bytes`]; the servers'
@@ -34,8 +37,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::consumer::{pull, push, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use async_nats::jetstream::{self as js, Context};
@@ -56,8 +59,6 @@ pub use records::JetRecords;
 
 /// The most messages one `claim_due` takes from the consumer.
 const MAX_BATCH: usize = 256;
-/// A message without a state record is young enough to be mid-enqueue for this long.
-const ENQUEUE_GRACE: Duration = Duration::from_secs(60);
 /// How often the health probe asks the cluster.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// After a claim found nothing due, how long the next due time stays at least this far ahead.
@@ -136,6 +137,9 @@ struct Inner {
     dead: stream::Stream,
     consumer: PullConsumer,
     state: kv::Store,
+    /// The bucket's stream, read through its leader: a replica that lags (a restarted server
+    /// catching up) would answer "no record" for a message already delivered.
+    state_stream: stream::Stream,
     index: Mutex<Index>,
     changed: Notify,
     unhealthy: Mutex<Option<String>>,
@@ -270,6 +274,10 @@ impl JetStream {
         }
         let (js, queue, dead, consumer, state) = patiently(|| set_up(&client, options)).await?;
         let p = &options.prefix;
+        let state_stream = js
+            .get_stream(format!("KV_{p}_state"))
+            .await
+            .map_err(|e| failed(format!("bucket {p}_state"), e))?;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -278,6 +286,7 @@ impl JetStream {
             dead,
             consumer,
             state: state.clone(),
+            state_stream,
             index: Mutex::new(Index::default()),
             changed: Notify::new(),
             unhealthy: Mutex::new(None),
@@ -306,7 +315,21 @@ impl JetStream {
                 }
             }
         }
+        // Then the messages stored but not attempted yet, which have no record.
+        let (mut arrivals, current) = watch_queue(&inner.client, &inner.queue, p).await?;
+        if !current {
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(options.timeout, arrivals.next()).await
+            {
+                let caught_up = message.info().is_ok_and(|i| i.pending == 0);
+                inner.arrived(&message);
+                if caught_up {
+                    break;
+                }
+            }
+        }
         tokio::spawn(follow(Arc::downgrade(&inner), watch));
+        tokio::spawn(follow_queue(Arc::downgrade(&inner), arrivals));
         tokio::spawn(probe(Arc::downgrade(&inner)));
         Ok(JetStream { inner })
     }
@@ -374,6 +397,65 @@ async fn follow(inner: Weak<Inner>, mut watch: kv::Watch) {
     }
 }
 
+/// A headers-only ordered consumer over every message in `P_queue`, and whether it has nothing
+/// to catch up on.
+async fn watch_queue(
+    client: &async_nats::Client,
+    queue: &stream::Stream,
+    prefix: &str,
+) -> Result<(push::Ordered, bool), NatsError> {
+    let what = || format!("watch {prefix}_queue");
+    let consumer = queue
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{prefix}.queue.>"),
+            headers_only: true,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(what(), e))?;
+    let current = consumer.cached_info().num_pending == 0;
+    let messages = consumer.messages().await.map_err(|e| failed(what(), e))?;
+    Ok((messages, current))
+}
+
+/// Follows the queue stream's headers: a message any node stores reaches the index as queued
+/// (and wakes the delivery loop) although its state record is written only at its first
+/// outcome. Started over like [`follow`] when it fails or ends; what it sees again is known.
+async fn follow_queue(inner: Weak<Inner>, mut arrivals: push::Ordered) {
+    loop {
+        loop {
+            let message = arrivals.next().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match message {
+                Some(Ok(message)) => {
+                    if inner.arrived(&message) {
+                        inner.changed.notify_one();
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("nats watch of the queue stream: {e}; watching it again");
+                    break;
+                }
+                None => break,
+            }
+        }
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            if let Ok((w, _)) = watch_queue(&strong.client, &strong.queue, &strong.prefix).await {
+                arrivals = w;
+                break;
+            }
+        }
+    }
+}
+
 /// Probes the cluster once a second: ready again on its own once the stream answers.
 async fn probe(inner: Weak<Inner>) {
     loop {
@@ -400,6 +482,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A CAS update lost to another writer (an operator's change, another node's outcome).
 struct Conflict;
+
+/// What the state bucket holds of a key.
+enum Loaded {
+    /// Its record, at this revision.
+    Record(u64, Record),
+    /// A deletion marker: deleted (or pruned); a message left in the queue is a leftover.
+    Deleted,
+    /// Nothing: not stored, or stored and not attempted yet (the queue stream says which).
+    Missing,
+}
+
+fn ms(t: async_nats::datetime::DateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
 
 impl Inner {
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -430,26 +526,74 @@ impl Inner {
         }
     }
 
+    /// Applies a message of the queue stream (its headers) to the index: queued as of its
+    /// publish, unless a record or a deletion is known; true if it told something new.
+    fn arrived(&self, message: &js::Message) -> bool {
+        let (Some(key), Ok(info)) = (self.queued_key(&message.subject), message.info()) else {
+            return false;
+        };
+        self.index().queued(key, ms(info.published))
+    }
+
     fn subject(&self, stream: &str, key: Key) -> String {
         format!("{}.{stream}.{key}", self.prefix)
     }
 
-    /// The state record of `key` and its revision.
-    async fn load(&self, key: Key) -> Result<Option<(u64, Record)>, Unavailable> {
-        let entry = self
-            .state
-            .entry(key.to_string())
-            .await
-            .map_err(|e| self.fail(format!("state of {key}"), e))?;
-        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
-            return Ok(None);
-        };
-        let record = serde_json::from_slice(&entry.value)
-            .map_err(|e| self.fail(format!("state of {key}"), e))?;
-        Ok(Some((entry.revision, record)))
+    /// The key of a subject of the queue stream.
+    fn queued_key(&self, subject: &str) -> Option<Key> {
+        subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".queue.")?
+            .parse()
+            .ok()
     }
 
-    /// Writes `record` over revision `revision` (0: a new key, kept if it exists).
+    /// What the state bucket holds of `key`, as its stream's leader says.
+    async fn load(&self, key: Key) -> Result<Loaded, Unavailable> {
+        let subject = format!("$KV.{}_state.{key}", self.prefix);
+        let m = match self.state_stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Loaded::Missing)
+            }
+            Err(e) => return Err(self.fail(format!("state of {key}"), e)),
+        };
+        // A deletion or purge is a marker with the operation in a header.
+        if m.headers.get("KV-Operation").is_some() {
+            return Ok(Loaded::Deleted);
+        }
+        let record =
+            serde_json::from_slice(&m.payload).map_err(|e| self.fail(format!("state of {key}"), e))?;
+        Ok(Loaded::Record(m.sequence, record))
+    }
+
+    /// The state of `key` and its revision: its record, or, for a message stored but not
+    /// attempted yet, queued as of `published` (ms), or as of its publish read from the queue
+    /// stream, at revision 0. None if unknown or deleted.
+    async fn current(
+        &self,
+        key: Key,
+        published: Option<u64>,
+    ) -> Result<Option<(u64, Record)>, Unavailable> {
+        match self.load(key).await? {
+            Loaded::Record(revision, record) => Ok(Some((revision, record))),
+            Loaded::Deleted => Ok(None),
+            Loaded::Missing => {
+                if let Some(at) = published {
+                    return Ok(Some((0, Record::new(at))));
+                }
+                let subject = self.subject("queue", key);
+                match self.queue.get_last_raw_message_by_subject(&subject).await {
+                    Ok(m) => Ok(Some((0, Record::new(ms(m.time))))),
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                    Err(e) => Err(self.fail(format!("read {subject}"), e)),
+                }
+            }
+        }
+    }
+
+    /// Writes `record` over revision `revision` (0: the first record of a key that has none,
+    /// not even a deletion marker).
     async fn save(
         &self,
         key: Key,
@@ -457,34 +601,27 @@ impl Inner {
         record: &Record,
     ) -> Result<Result<(), Conflict>, Unavailable> {
         let value = Bytes::from(serde_json::to_vec(record).expect("a record serializes"));
-        let written = if revision == 0 {
-            // A new message: a publish retried after a timeout must not reset what the first
-            // one started (its delivery may be under way already).
-            match self.state.create(key.to_string(), value).await {
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(Ok(())),
-                other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
-            }
-        } else {
-            match self.state.update(key.to_string(), value, revision).await {
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    return Ok(Err(Conflict))
-                }
-                other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
-            }
+        // Revision 0 expects no entry at all, so a message deleted meanwhile (a marker) is
+        // never brought back by an outcome that comes late.
+        let written = match self.state.update(key.to_string(), value, revision).await {
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => return Ok(Err(Conflict)),
+            other => other.map_err(|e| self.fail(format!("state of {key}"), e)),
         }?;
         self.index().put(key, written, record);
         Ok(Ok(()))
     }
 
-    /// Loads `key`, lets `change` decide (None: leave it), writes it back; again on a
-    /// conflict. Returns the record as it was before the change, or None if unknown.
+    /// Loads `key` ([`Inner::current`], `published` as there), lets `change` decide (false:
+    /// leave it), writes it back; again on a conflict. Returns the record as it was before the
+    /// change, or None if unknown.
     async fn change<E: From<Unavailable>>(
         &self,
         key: Key,
+        published: Option<u64>,
         mut change: impl FnMut(&mut Record) -> Result<bool, E>,
     ) -> Result<Option<Record>, E> {
         for _ in 0..5 {
-            let Some((revision, record)) = self.load(key).await? else {
+            let Some((revision, record)) = self.current(key, published).await? else {
                 return Ok(None);
             };
             let before = record.clone();
@@ -556,7 +693,7 @@ impl Inner {
     }
 
     fn busy(&self, key: Key) -> bool {
-        self.index().claimed.contains(&key)
+        self.index().is_claimed(key)
     }
 }
 
@@ -581,7 +718,7 @@ struct Held {
 
 impl Held {
     fn new(inner: &Arc<Inner>, key: Key, message: &js::Message) -> Held {
-        inner.index().claimed.insert(key);
+        inner.index().claim(key);
         let every = inner.ack_wait / 2;
         let message = message.clone();
         let progress = tokio::spawn(async move {
@@ -604,7 +741,7 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.progress.abort();
-        self.inner.index().claimed.remove(&self.key);
+        self.inner.index().unclaim(self.key);
     }
 }
 
@@ -637,12 +774,7 @@ impl JetStream {
     /// it goes back (delayed until due) or away (finished, deleted).
     async fn consider(&self, message: js::Message, now: u64) -> Option<Claim> {
         let inner = &self.inner;
-        let prefix = format!("{}.queue.", inner.prefix);
-        let Some(key) = message
-            .subject
-            .strip_prefix(&prefix)
-            .and_then(|k| k.parse::<Key>().ok())
-        else {
+        let Some(key) = inner.queued_key(&message.subject) else {
             let _ = message.ack_with(AckKind::Term).await;
             return None;
         };
@@ -650,7 +782,12 @@ impl JetStream {
             // Redelivered to us while our own claim is still going: that one finishes it.
             return None;
         }
-        let record = match inner.load(key).await {
+        // No record yet: stored and never attempted, queued since its publish and due at once.
+        // The bucket is read even for a first delivery, which has no record yet: while it
+        // cannot be read, an outcome could not be written either, and an attempt whose outcome
+        // is lost is made again (a duplicate), so nothing is attempted then.
+        let published = message.info().map_or(now, |i| ms(i.published)).min(now);
+        let record = match inner.current(key, Some(published)).await {
             Ok(r) => r,
             Err(_) => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -658,19 +795,9 @@ impl JetStream {
             }
         };
         let Some((_, record)) = record else {
-            // No state: being enqueued right now, or deleted (or its enqueue failed) long ago.
-            let young = message.info().is_ok_and(|i| {
-                let published = (i.published.unix_timestamp_nanos() / 1_000_000) as u64;
-                now_ms().saturating_sub(published) < ENQUEUE_GRACE.as_millis() as u64
-            });
-            if young {
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-            } else {
-                let _ = message.ack_with(AckKind::Term).await;
-                let _ = inner.purge(&inner.queue, inner.subject("queue", key)).await;
-            }
+            // Deleted: what is left of it in the queue goes.
+            let _ = message.ack_with(AckKind::Term).await;
+            let _ = inner.purge(&inner.queue, inner.subject("queue", key)).await;
             return None;
         };
         match record.state {
@@ -723,18 +850,21 @@ impl Storage for JetStream {
         let inner = &self.inner;
         let keys = Key::copies_of(id, copies);
         let body = Bytes::from(content);
-        // The messages first (a delivery that finds no state yet waits for it), then the state.
+        // One replicated write per copy, the copies side by side: the publish is the enqueue.
+        // The state record is written at the first outcome; until then the message reads as
+        // queued (`Inner::current`), and every node learns of it from the queue stream.
+        let names: Vec<String> = keys.iter().map(Key::to_string).collect();
+        futures_util::future::try_join_all(keys.iter().zip(&names).map(|(key, name)| {
+            inner.publish(inner.subject("queue", *key), body.clone(), Some(name))
+        }))
+        .await?;
+        let now = now_ms();
+        let mut index = inner.index();
         for key in &keys {
-            let name = key.to_string();
-            inner
-                .publish(inner.subject("queue", *key), body.clone(), Some(&name))
-                .await?;
+            index.queued(*key, now);
         }
-        let record = Record::new(now_ms());
-        for key in &keys {
-            let _ = inner.save(*key, 0, &record).await?;
-        }
-        inner.index().quiet_until_ms = 0;
+        index.quiet_until_ms = 0;
+        drop(index);
         inner.changed.notify_one();
         Ok(keys)
     }
@@ -776,12 +906,13 @@ impl Storage for JetStream {
                 }
             }
         }
-        let mut claims = Vec::new();
-        for message in messages {
-            if let Some(claim) = self.consider(message, now_ms).await {
-                claims.push(claim);
-            }
-        }
+        // Side by side: the delivery loop waits for this, and each look may be a request.
+        let considered = messages.into_iter().map(|m| self.consider(m, now_ms));
+        let mut claims: Vec<Claim> = futures_util::future::join_all(considered)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         claims.sort_by_key(|c| inner.index().get(c.key).and_then(|e| e.due_ms));
         if claims.is_empty() {
             inner.index().quiet_until_ms = storage::now_ms() + QUIET.as_millis() as u64;
@@ -840,7 +971,7 @@ impl Storage for JetStream {
         }
         let now = now_ms();
         let known = inner
-            .change(key, |r: &mut Record| -> Result<bool, Unavailable> {
+            .change(key, Some(claim.since_ms), |r: &mut Record| -> Result<bool, Unavailable> {
                 if let Some(a) = attempt {
                     r.attempts += 1;
                     r.history.push(a.clone());
@@ -890,7 +1021,7 @@ impl Storage for JetStream {
     }
 
     async fn status(&self, key: Key) -> Result<Option<Status>, Unavailable> {
-        Ok(self.inner.load(key).await?.map(|(_, r)| Status {
+        Ok(self.inner.current(key, None).await?.map(|(_, r)| Status {
             key,
             state: r.state,
             attempts: r.attempts,
@@ -901,7 +1032,7 @@ impl Storage for JetStream {
     async fn attempts(&self, key: Key) -> Result<Vec<Attempt>, Unavailable> {
         Ok(self
             .inner
-            .load(key)
+            .current(key, None)
             .await?
             .map(|(_, r)| r.history)
             .unwrap_or_default())
@@ -909,7 +1040,7 @@ impl Storage for JetStream {
 
     async fn message(&self, key: Key, limit: usize) -> Result<Option<Vec<u8>>, Unavailable> {
         let inner = &self.inner;
-        let Some((_, record)) = inner.load(key).await? else {
+        let Some((_, record)) = inner.current(key, None).await? else {
             return Ok(None);
         };
         let (stream, name) = match record.state {
@@ -923,7 +1054,7 @@ impl Storage for JetStream {
     }
 
     async fn copies(&self, key: Key) -> Result<Vec<Key>, Unavailable> {
-        if self.inner.load(key).await?.is_some() {
+        if self.inner.current(key, None).await?.is_some() {
             return Ok(vec![key]);
         }
         if key.copy() != 0 {
@@ -950,7 +1081,7 @@ impl Storage for JetStream {
 
     async fn requeue(&self, key: Key) -> Result<(), RequeueError> {
         let inner = &self.inner;
-        let Some((_, record)) = inner.load(key).await? else {
+        let Some((_, record)) = inner.current(key, None).await? else {
             return Err(RequeueError::NotDead(key));
         };
         if record.state != State::Dead {
@@ -965,7 +1096,7 @@ impl Storage for JetStream {
         // queued copy, which retry now (or a second re-queue of the dead letter) repairs.
         let now = now_ms();
         let changed = inner
-            .change(key, |r: &mut Record| {
+            .change(key, None, |r: &mut Record| {
                 if r.state != State::Dead {
                     return Err(RequeueError::NotDead(key));
                 }
@@ -990,7 +1121,7 @@ impl Storage for JetStream {
         if inner.busy(key) {
             return Err(ChangeError::InFlight(key));
         }
-        let Some((_, record)) = inner.load(key).await? else {
+        let Some((_, record)) = inner.current(key, None).await? else {
             return Err(ChangeError::NotFound(key));
         };
         match record.state {
@@ -1011,7 +1142,7 @@ impl Storage for JetStream {
                 };
                 let now = now_ms();
                 inner
-                    .change(key, |r: &mut Record| -> Result<bool, ChangeError> {
+                    .change(key, None, |r: &mut Record| -> Result<bool, ChangeError> {
                         r.due_ms = Some(now);
                         Ok(r.state == State::Retrying)
                     })
@@ -1027,7 +1158,7 @@ impl Storage for JetStream {
         if self.inner.busy(key) {
             return Err(ChangeError::InFlight(key));
         }
-        let Some((_, record)) = self.inner.load(key).await? else {
+        let Some((_, record)) = self.inner.current(key, None).await? else {
             return Err(ChangeError::NotFound(key));
         };
         self.delete_now(key).await?;

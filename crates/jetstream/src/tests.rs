@@ -330,3 +330,65 @@ async fn a_server_with_a_small_max_payload_is_refused() {
     let e = JetStream::open(&o).await.err().expect("refused");
     assert!(e.to_string().starts_with("nats max_payload: "), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_message_is_one_publish_and_queued_on_every_node_until_its_first_outcome() {
+    let Some(nats) = Nats::single() else { return };
+    let o = options(&nats, &fresh());
+    let (a, b) = (
+        JetStream::open(&o).await.unwrap(),
+        JetStream::open(&o).await.unwrap(),
+    );
+    let recorded = |key: Key| {
+        let state = a.inner.state.clone();
+        async move { state.entry(key.to_string()).await.unwrap().is_some() }
+    };
+    let key = one(&a, b"just in").await;
+    assert!(
+        !recorded(key).await,
+        "the publish is the enqueue's one replicated write: no state record yet"
+    );
+    // Another node answers for it at once, and learns of it for its listing and gauges.
+    let status = b.status(key).await.unwrap().expect("known on the other node");
+    assert_eq!((status.state, status.attempts), (State::Queued, 0));
+    assert_eq!(
+        b.message(key, 100).await.unwrap().as_deref(),
+        Some(&b"just in"[..])
+    );
+    assert_eq!(b.copies(key).await.unwrap(), vec![key]);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !b.list().await.unwrap().iter().any(|l| l.key == key) || b.counts().queued != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other node never listed it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A node started now reads it at start-up.
+    let c = JetStream::open(&o).await.unwrap();
+    assert_eq!(c.counts().queued, 1, "a new node counts it queued");
+    // Its first outcome writes the record, which every node then goes by.
+    let claim = claim_eventually(&b, key).await;
+    assert_eq!(claim.attempts(), 0);
+    let due_ms = now_ms() + 60_000;
+    b.finish(claim, Some(&attempt(503)), Outcome::Retry { due_ms })
+        .await
+        .unwrap();
+    assert!(recorded(key).await, "the first outcome wrote the record");
+    let status = a.status(key).await.unwrap().expect("known");
+    assert_eq!(
+        (status.state, status.attempts, status.next_attempt_ms),
+        (State::Retrying, 1, Some(due_ms))
+    );
+    // Deleted before any outcome: a late outcome does not bring it back.
+    let gone = one(&a, b"gone").await;
+    let claim = claim_eventually(&b, gone).await;
+    assert_eq!(a.delete(gone).await.unwrap(), State::Queued);
+    b.finish(claim, Some(&attempt(200)), Outcome::Delivered)
+        .await
+        .unwrap();
+    assert!(
+        c.status(gone).await.unwrap().is_none(),
+        "deleted stays deleted"
+    );
+}
