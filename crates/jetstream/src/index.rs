@@ -218,9 +218,17 @@ mod tests {
         assert!(index.put(b, 1, &record(State::Retrying, Some(20))));
         assert_eq!(index.next_due_ms(), Some(20));
         index.claim(b);
-        assert_eq!(index.next_due_ms(), Some(50), "a claimed message is not due here");
+        assert_eq!(
+            index.next_due_ms(),
+            Some(50),
+            "a claimed message is not due here"
+        );
         assert!(index.put(b, 2, &record(State::Retrying, Some(10))));
-        assert_eq!(index.next_due_ms(), Some(50), "still claimed after its record changed");
+        assert_eq!(
+            index.next_due_ms(),
+            Some(50),
+            "still claimed after its record changed"
+        );
         index.unclaim(b);
         assert_eq!(index.next_due_ms(), Some(10), "due again once released");
         assert!(index.put(a, 3, &record(State::Delivered, None)));

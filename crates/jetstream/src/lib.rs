@@ -551,7 +551,11 @@ impl Inner {
     /// What the state bucket holds of `key`, as its stream's leader says.
     async fn load(&self, key: Key) -> Result<Loaded, Unavailable> {
         let subject = format!("$KV.{}_state.{key}", self.prefix);
-        let m = match self.state_stream.get_last_raw_message_by_subject(&subject).await {
+        let m = match self
+            .state_stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
             Ok(m) => m,
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
                 return Ok(Loaded::Missing)
@@ -562,8 +566,8 @@ impl Inner {
         if m.headers.get("KV-Operation").is_some() {
             return Ok(Loaded::Deleted);
         }
-        let record =
-            serde_json::from_slice(&m.payload).map_err(|e| self.fail(format!("state of {key}"), e))?;
+        let record = serde_json::from_slice(&m.payload)
+            .map_err(|e| self.fail(format!("state of {key}"), e))?;
         Ok(Loaded::Record(m.sequence, record))
     }
 
@@ -618,10 +622,17 @@ impl Inner {
         &self,
         key: Key,
         published: Option<u64>,
+        mut read: Option<(u64, Record)>,
         mut change: impl FnMut(&mut Record) -> Result<bool, E>,
     ) -> Result<Option<Record>, E> {
         for _ in 0..5 {
-            let Some((revision, record)) = self.current(key, published).await? else {
+            // What the caller read already is tried first (a claim's state: most outcomes are
+            // written without a read); on a conflict it is read again.
+            let current = match read.take() {
+                Some(read) => Some(read),
+                None => self.current(key, published).await?,
+            };
+            let Some((revision, record)) = current else {
                 return Ok(None);
             };
             let before = record.clone();
@@ -702,6 +713,8 @@ pub struct Claim {
     key: Key,
     attempts: u32,
     since_ms: u64,
+    /// The state as the claim read it, and its revision: the outcome is written over it.
+    read: (u64, Record),
     message: js::Message,
     _held: Held,
 }
@@ -794,7 +807,7 @@ impl JetStream {
                 return None;
             }
         };
-        let Some((_, record)) = record else {
+        let Some((revision, record)) = record else {
             // Deleted: what is left of it in the queue goes.
             let _ = message.ack_with(AckKind::Term).await;
             let _ = inner.purge(&inner.queue, inner.subject("queue", key)).await;
@@ -815,6 +828,7 @@ impl JetStream {
                     key,
                     attempts: record.attempts,
                     since_ms: record.since_ms,
+                    read: (revision, record),
                     _held: Held::new(inner, key, &message),
                     message,
                 }),
@@ -971,39 +985,43 @@ impl Storage for JetStream {
         }
         let now = now_ms();
         let known = inner
-            .change(key, Some(claim.since_ms), |r: &mut Record| -> Result<bool, Unavailable> {
-                if let Some(a) = attempt {
-                    r.attempts += 1;
-                    r.history.push(a.clone());
-                }
-                match outcome {
-                    Outcome::Retry { due_ms } => {
-                        r.state = State::Retrying;
-                        r.due_ms = Some(due_ms);
+            .change(
+                key,
+                Some(claim.since_ms),
+                Some(claim.read.clone()),
+                |r: &mut Record| -> Result<bool, Unavailable> {
+                    if let Some(a) = attempt {
+                        r.attempts += 1;
+                        r.history.push(a.clone());
                     }
-                    Outcome::Delivered | Outcome::Dead => {
-                        r.state = if outcome == Outcome::Dead {
-                            State::Dead
-                        } else {
-                            State::Delivered
-                        };
-                        r.due_ms = None;
-                        r.finished_ms = Some(now);
+                    match outcome {
+                        Outcome::Retry { due_ms } => {
+                            r.state = State::Retrying;
+                            r.due_ms = Some(due_ms);
+                        }
+                        Outcome::Delivered | Outcome::Dead => {
+                            r.state = if outcome == Outcome::Dead {
+                                State::Dead
+                            } else {
+                                State::Delivered
+                            };
+                            r.due_ms = None;
+                            r.finished_ms = Some(now);
+                        }
                     }
-                }
-                Ok(true)
-            })
+                    Ok(true)
+                },
+            )
             .await?;
+        // Not confirmed: the state is recorded, so a lost ack or NAK only means the server
+        // redelivers after `ack_wait`, and the state then says what to do.
         let acked = match outcome {
             _ if known.is_none() => claim.message.ack().await, // deleted meanwhile
             Outcome::Retry { due_ms } => {
                 let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
-                claim
-                    .message
-                    .double_ack_with(AckKind::Nak(Some(wait)))
-                    .await
+                claim.message.ack_with(AckKind::Nak(Some(wait))).await
             }
-            Outcome::Delivered => claim.message.double_ack().await,
+            Outcome::Delivered => claim.message.ack().await,
             Outcome::Dead => {
                 let _ = claim.message.ack().await;
                 inner
@@ -1096,7 +1114,7 @@ impl Storage for JetStream {
         // queued copy, which retry now (or a second re-queue of the dead letter) repairs.
         let now = now_ms();
         let changed = inner
-            .change(key, None, |r: &mut Record| {
+            .change(key, None, None, |r: &mut Record| {
                 if r.state != State::Dead {
                     return Err(RequeueError::NotDead(key));
                 }
@@ -1142,10 +1160,15 @@ impl Storage for JetStream {
                 };
                 let now = now_ms();
                 inner
-                    .change(key, None, |r: &mut Record| -> Result<bool, ChangeError> {
-                        r.due_ms = Some(now);
-                        Ok(r.state == State::Retrying)
-                    })
+                    .change(
+                        key,
+                        None,
+                        None,
+                        |r: &mut Record| -> Result<bool, ChangeError> {
+                            r.due_ms = Some(now);
+                            Ok(r.state == State::Retrying)
+                        },
+                    )
                     .await?;
                 // Replaces the delayed copy the consumer holds: due now, to any node.
                 inner.republish(key, body).await?;

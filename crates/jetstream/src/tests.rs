@@ -349,7 +349,11 @@ async fn an_accepted_message_is_one_publish_and_queued_on_every_node_until_its_f
         "the publish is the enqueue's one replicated write: no state record yet"
     );
     // Another node answers for it at once, and learns of it for its listing and gauges.
-    let status = b.status(key).await.unwrap().expect("known on the other node");
+    let status = b
+        .status(key)
+        .await
+        .unwrap()
+        .expect("known on the other node");
     assert_eq!((status.state, status.attempts), (State::Queued, 0));
     assert_eq!(
         b.message(key, 100).await.unwrap().as_deref(),
