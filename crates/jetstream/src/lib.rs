@@ -33,7 +33,6 @@ mod index;
 mod record;
 mod records;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -60,8 +59,6 @@ pub use records::JetRecords;
 
 /// The most messages one `claim_due` takes from the consumer.
 const MAX_BATCH: usize = 256;
-/// The fewest messages a `claim_due` that fetches asks the consumer for (see `JetStream::ready`).
-const PREFETCH: usize = 64;
 /// How often the health probe asks the cluster.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// After a claim found nothing due, how long the next due time stays at least this far ahead.
@@ -130,11 +127,6 @@ fn failed(what: impl Into<String>, detail: impl std::fmt::Display) -> NatsError 
 #[derive(Clone)]
 pub struct JetStream {
     inner: Arc<Inner>,
-    /// Claims fetched beyond what the last `claim_due` asked for, handed out first by the
-    /// next: the delivery loop asks for as many as it has free slots, often one or two, and a
-    /// fetch is a request (and each claim a state read), so it fetches at least [`PREFETCH`]
-    /// at a time. Held like any claim (kept with progress acks), at most [`MAX_BATCH`].
-    ready: Arc<Mutex<VecDeque<Claim>>>,
 }
 
 struct Inner {
@@ -339,10 +331,7 @@ impl JetStream {
         tokio::spawn(follow(Arc::downgrade(&inner), watch));
         tokio::spawn(follow_queue(Arc::downgrade(&inner), arrivals));
         tokio::spawn(probe(Arc::downgrade(&inner)));
-        Ok(JetStream {
-            inner,
-            ready: Arc::default(),
-        })
+        Ok(JetStream { inner })
     }
 
     /// The records store in the same cluster (bucket `P_records`).
@@ -794,53 +783,6 @@ impl Drop for Sending {
 }
 
 impl JetStream {
-    /// Fetches up to `max` messages from the shared consumer and keeps those due by `now_ms`
-    /// as claims, most overdue first.
-    async fn fetch_claims(&self, now_ms: u64, max: usize) -> Vec<Claim> {
-        let inner = &self.inner;
-        // A fetch's answer may never come (the consumer's leader lost with the request in
-        // flight); the client would wait for it for ever, and this node would deliver no more.
-        // So each step (the request, every next message) may take `timeout`: a batch still
-        // arriving is taken whole, however long it takes.
-        let fetch = inner
-            .consumer
-            .fetch()
-            .max_messages(max.min(MAX_BATCH))
-            .messages();
-        let mut batch = match tokio::time::timeout(inner.timeout, fetch).await {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => {
-                inner.fail("fetch from consumer deliver", e);
-                return Vec::new();
-            }
-            Err(_) => {
-                inner.fail("fetch from consumer deliver", "no answer in time");
-                return Vec::new();
-            }
-        };
-        let mut messages = Vec::new();
-        loop {
-            match tokio::time::timeout(inner.timeout, batch.next()).await {
-                Ok(Some(Ok(message))) => messages.push(message),
-                Ok(Some(Err(_))) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    inner.fail("fetch from consumer deliver", "no answer in time");
-                    break;
-                }
-            }
-        }
-        // Side by side: the delivery loop waits for this, and each look may be a request.
-        let considered = messages.into_iter().map(|m| self.consider(m, now_ms));
-        let mut claims: Vec<Claim> = futures_util::future::join_all(considered)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        claims.sort_by_key(|c| inner.index().get(c.key).and_then(|e| e.due_ms));
-        claims
-    }
-
     /// Looks at one delivery from the consumer: a claim if its message is due by `now`, else
     /// it goes back (delayed until due) or away (finished, deleted).
     async fn consider(&self, message: js::Message, now: u64) -> Option<Claim> {
@@ -942,30 +884,57 @@ impl Storage for JetStream {
     }
 
     async fn claim_due(&self, now_ms: u64, max: usize) -> Vec<Claim> {
+        let inner = &self.inner;
         if max == 0 {
             return Vec::new();
         }
-        let mut claims: Vec<Claim> = {
-            let mut ready = lock(&self.ready);
-            let n = max.min(ready.len());
-            ready.drain(..n).collect()
+        // A fetch's answer may never come (the consumer's leader lost with the request in
+        // flight); the client would wait for it for ever, and this node would deliver no more.
+        // So each step (the request, every next message) may take `timeout`: a batch still
+        // arriving is taken whole, however long it takes.
+        let fetch = inner
+            .consumer
+            .fetch()
+            .max_messages(max.min(MAX_BATCH))
+            .messages();
+        let mut batch = match tokio::time::timeout(inner.timeout, fetch).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
+                inner.fail("fetch from consumer deliver", e);
+                return Vec::new();
+            }
+            Err(_) => {
+                inner.fail("fetch from consumer deliver", "no answer in time");
+                return Vec::new();
+            }
         };
-        if claims.len() < max {
-            let want = (max - claims.len()).max(PREFETCH).min(MAX_BATCH);
-            let mut fetched = self.fetch_claims(now_ms, want).await.into_iter();
-            claims.extend(fetched.by_ref().take(max - claims.len()));
-            lock(&self.ready).extend(fetched);
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout(inner.timeout, batch.next()).await {
+                Ok(Some(Ok(message))) => messages.push(message),
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    inner.fail("fetch from consumer deliver", "no answer in time");
+                    break;
+                }
+            }
         }
+        // Side by side: the delivery loop waits for this, and each look may be a request.
+        let considered = messages.into_iter().map(|m| self.consider(m, now_ms));
+        let mut claims: Vec<Claim> = futures_util::future::join_all(considered)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        claims.sort_by_key(|c| inner.index().get(c.key).and_then(|e| e.due_ms));
         if claims.is_empty() {
-            self.inner.index().quiet_until_ms = storage::now_ms() + QUIET.as_millis() as u64;
+            inner.index().quiet_until_ms = storage::now_ms() + QUIET.as_millis() as u64;
         }
         claims
     }
 
     fn next_due_ms(&self) -> Option<u64> {
-        if !lock(&self.ready).is_empty() {
-            return Some(0);
-        }
         self.inner.index().next_due_ms()
     }
 
