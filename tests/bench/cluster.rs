@@ -20,8 +20,7 @@ use crate::load::{self, Target};
 use crate::receiver::Receiver;
 use crate::scenarios::{
     clean_up, delivery_config, describe, loadavg, note, print_targets, start_http_ceiling,
-    start_whimp, tempdir,
-    Figures, Target2, BODY, CONCURRENCY, ROUTE_PATH,
+    start_whimp, tempdir, Figures, Target2, BODY, CONCURRENCY, ROUTE_PATH,
 };
 use crate::stats::Latencies;
 use crate::Settings;
@@ -172,8 +171,18 @@ pub(crate) fn cluster(s: &Settings) -> anyhow::Result<()> {
     print_targets(
         &f,
         &[
-            ratio("whimp ingest R1 / ceiling R1", "whimp ingest, R1: req/s", c1, 0.8),
-            ratio("whimp ingest R3 / ceiling R3", "whimp ingest, R3: req/s", c3, 0.8),
+            ratio(
+                "whimp ingest R1 / ceiling R1",
+                "whimp ingest, R1: req/s",
+                c1,
+                0.8,
+            ),
+            ratio(
+                "whimp ingest R3 / ceiling R3",
+                "whimp ingest, R3: req/s",
+                c3,
+                0.8,
+            ),
             ratio(
                 "whimp end to end R1 / ceiling R1",
                 "whimp end to end, R1: arrivals/s",
@@ -309,7 +318,11 @@ fn publish_loop(
                     headers.insert(header::NATS_MESSAGE_ID, key.as_str());
                     let sent = Instant::now();
                     let acked = match js
-                        .publish_with_headers(format!("{prefix}.queue.{key}"), headers, payload.clone())
+                        .publish_with_headers(
+                            format!("{prefix}.queue.{key}"),
+                            headers,
+                            payload.clone(),
+                        )
                         .await
                     {
                         Ok(ack) => ack.await.is_ok(),

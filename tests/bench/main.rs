@@ -161,9 +161,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Settings), String> {
                 .map(String::from),
             ),
             "machine" | "ingest" | "e2e" | "whomp" | "whomp-dns" | "scale" | "size" | "events"
-            | "cluster" => {
-                scenarios.push(arg.clone())
-            }
+            | "cluster" => scenarios.push(arg.clone()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }

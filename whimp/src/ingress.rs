@@ -23,6 +23,10 @@ use storage::Storage;
 use crate::routes::{Route, Table};
 use crate::stored::{self, Meta};
 
+/// One `could not store` line a second at most, `more` saying how many 503s it stands for.
+static STORE_FAILED: telemetry::Throttle =
+    telemetry::Throttle::new(std::time::Duration::from_secs(1));
+
 /// What the accept path needs, shared by every connection.
 pub struct Ingress {
     pub routes: Arc<Current<Table>>,
@@ -84,7 +88,9 @@ impl Ingress {
         let file = stored::encode(&parts, &meta, &body);
         let copies = u8::try_from(route.backends.len()).unwrap_or(u8::MAX);
         if let Err(e) = self.spool.enqueue(id, copies, file).await {
-            tracing::error!(route = %route.name, error = %e, "could not store a request; answered 503");
+            if let Some(more) = STORE_FAILED.check() {
+                tracing::error!(route = %route.name, error = %e, more, "could not store a request; answered 503");
+            }
             return edge::retry_later(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot store the request now; retry later\n",

@@ -38,6 +38,11 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::stored::{self, meta, Idempotency, Meta};
 
+/// One line a second at most for submissions answered 503 because nothing can be stored (the
+/// spool or the cluster failing), `more` saying how many it stands for.
+static STORE_FAILED: telemetry::Throttle =
+    telemetry::Throttle::new(std::time::Duration::from_secs(1));
+
 /// How long a submitter may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -221,7 +226,9 @@ impl Submissions {
                 }
                 Begin::New(r) => reservation = Some(r),
                 Begin::Unavailable(error) => {
-                    tracing::error!(error, "answered 503");
+                    if let Some(more) = STORE_FAILED.check() {
+                        tracing::error!(error, more, "answered 503");
+                    }
                     let resp = Refusal::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         names::SUBMISSION_UNAVAILABLE,
@@ -255,7 +262,9 @@ impl Submissions {
             },
         );
         if let Err(e) = self.spool.enqueue(id, 1, file).await {
-            tracing::error!(error = %e, "could not store a submission; answered 503");
+            if let Some(more) = STORE_FAILED.check() {
+                tracing::error!(error = %e, more, "could not store a submission; answered 503");
+            }
             let resp = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 names::SUBMISSION_UNAVAILABLE,

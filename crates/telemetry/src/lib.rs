@@ -237,6 +237,49 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// At most one log line per interval for an event that can repeat per request: while the spool
+/// or the cluster cannot store, every request is answered 503, and a line for each (hundreds a
+/// second during a cluster's leader election) would bury the one that matters. The metrics count
+/// every such answer; the line says how many it stands for.
+pub struct Throttle {
+    every_ms: u64,
+    /// When the last line was let through, ms since the epoch (0: never).
+    last_ms: std::sync::atomic::AtomicU64,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every_ms: every.as_millis() as u64,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` the events since the last line that had
+    /// none; `None` (counted) otherwise.
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(now_ms())
+    }
+
+    fn check_at(&self, now: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_ms.load(Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.every_ms;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.skipped.swap(0, Relaxed));
+        }
+        self.skipped.fetch_add(1, Relaxed);
+        None
+    }
+}
+
 /// A registry with the process metrics (`process_*`: CPU, memory, file descriptors) in it.
 pub fn registry() -> Registry {
     let registry = Registry::new();
@@ -557,6 +600,17 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let throttle = Throttle::new(std::time::Duration::from_secs(1));
+        assert_eq!(throttle.check_at(10_000), Some(0));
+        assert_eq!(throttle.check_at(10_001), None);
+        assert_eq!(throttle.check_at(10_999), None);
+        assert_eq!(throttle.check_at(11_000), Some(2), "the two held back");
+        assert_eq!(throttle.check_at(11_500), None);
+        assert_eq!(throttle.check_at(20_000), Some(1));
+    }
 
     async fn call(admin: &Admin, method: Method, path: &str) -> (StatusCode, String) {
         let req = Request::builder()
