@@ -328,8 +328,23 @@ impl JetStream {
                 }
             }
         }
-        tokio::spawn(follow(Arc::downgrade(&inner), watch));
-        tokio::spawn(follow_queue(Arc::downgrade(&inner), arrivals));
+        tokio::spawn(follow(
+            Arc::downgrade(&inner),
+            "the state bucket",
+            watch,
+            |inner, entry| inner.apply(entry),
+            |inner| async move { inner.state.watch_with_history(">").await.ok() },
+        ));
+        tokio::spawn(follow(
+            Arc::downgrade(&inner),
+            "the queue stream",
+            arrivals,
+            |inner, message| inner.arrived(&message),
+            |inner| async move {
+                let watched = watch_queue(&inner.client, &inner.queue, &inner.prefix).await;
+                watched.ok().map(|(arrivals, _)| arrivals)
+            },
+        ));
         tokio::spawn(probe(Arc::downgrade(&inner)));
         Ok(JetStream { inner })
     }
@@ -360,25 +375,38 @@ where
     }
 }
 
-/// Follows the state bucket: other nodes' changes reach the index (and wake the delivery loop).
-/// A watch that fails (a missed heartbeat when the bucket's leader is lost) or ends (a lost
-/// connection) is started over from the current values; a watch left broken would leave the
-/// index, and so the delivery loop's next due time, stale for good.
-async fn follow(inner: Weak<Inner>, mut watch: kv::Watch) {
+/// Follows a watch into the index with `apply`, waking the delivery loop when it told something
+/// new: the state bucket (other nodes' changes) and the queue stream's headers (a message any
+/// node stores reaches the index as queued although its state record is written only at its
+/// first outcome). A watch that fails (a missed heartbeat when a leader is lost) or ends (a lost
+/// connection) is started over with `restart`, once a second until it succeeds, from the
+/// current values (what it sees again is known); a watch left broken would leave the index, and
+/// so the delivery loop's next due time, stale for good. Ends when the backend is dropped.
+async fn follow<S, T, E, F>(
+    inner: Weak<Inner>,
+    what: &'static str,
+    mut watch: S,
+    apply: fn(&Inner, T) -> bool,
+    restart: fn(Arc<Inner>) -> F,
+) where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Option<S>>,
+{
     loop {
         loop {
-            let entry = watch.next().await;
+            let item = watch.next().await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            match entry {
-                Some(Ok(entry)) => {
-                    if inner.apply(entry) {
+            match item {
+                Some(Ok(item)) => {
+                    if apply(&inner, item) {
                         inner.changed.notify_one();
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!("nats watch of the state bucket: {e}; watching it again");
+                    tracing::warn!("nats watch of {what}: {e}; watching it again");
                     break;
                 }
                 None => break,
@@ -389,7 +417,7 @@ async fn follow(inner: Weak<Inner>, mut watch: kv::Watch) {
             let Some(strong) = inner.upgrade() else {
                 return;
             };
-            if let Ok(w) = strong.state.watch_with_history(">").await {
+            if let Some(w) = restart(strong).await {
                 watch = w;
                 break;
             }
@@ -418,42 +446,6 @@ async fn watch_queue(
     let current = consumer.cached_info().num_pending == 0;
     let messages = consumer.messages().await.map_err(|e| failed(what(), e))?;
     Ok((messages, current))
-}
-
-/// Follows the queue stream's headers: a message any node stores reaches the index as queued
-/// (and wakes the delivery loop) although its state record is written only at its first
-/// outcome. Started over like [`follow`] when it fails or ends; what it sees again is known.
-async fn follow_queue(inner: Weak<Inner>, mut arrivals: push::Ordered) {
-    loop {
-        loop {
-            let message = arrivals.next().await;
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            match message {
-                Some(Ok(message)) => {
-                    if inner.arrived(&message) {
-                        inner.changed.notify_one();
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!("nats watch of the queue stream: {e}; watching it again");
-                    break;
-                }
-                None => break,
-            }
-        }
-        loop {
-            tokio::time::sleep(PROBE_EVERY).await;
-            let Some(strong) = inner.upgrade() else {
-                return;
-            };
-            if let Ok((w, _)) = watch_queue(&strong.client, &strong.queue, &strong.prefix).await {
-                arrivals = w;
-                break;
-            }
-        }
-    }
 }
 
 /// Probes the cluster once a second: ready again on its own once the stream answers.
