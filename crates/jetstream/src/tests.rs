@@ -64,6 +64,14 @@ async fn claim_eventually(s: &JetStream, key: Key) -> Claim {
     }
 }
 
+/// Two nodes of one deployment (`o`), each with its own connection.
+async fn two_nodes(o: &Options) -> (JetStream, JetStream) {
+    (
+        JetStream::open(o).await.unwrap(),
+        JetStream::open(o).await.unwrap(),
+    )
+}
+
 async fn one(s: &JetStream, body: &[u8]) -> Key {
     s.enqueue(Ulid::new(), 1, body.to_vec())
         .await
@@ -175,10 +183,7 @@ async fn a_claim_not_finished_in_time_goes_to_another_node() {
     let Some(nats) = Nats::single() else { return };
     let mut o = options(&nats, &fresh());
     o.ack_wait = Duration::from_secs(1);
-    let (a, b) = (
-        JetStream::open(&o).await.unwrap(),
-        JetStream::open(&o).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&o).await;
     let key = one(&a, b"hot potato").await;
     let held = claim_eventually(&a, key).await;
     // Node a "dies" mid-attempt: its connection goes (no outcome, no progress ack), and node b
@@ -203,10 +208,7 @@ async fn an_attempt_longer_than_the_ack_wait_keeps_its_claim() {
     let Some(nats) = Nats::single() else { return };
     let mut o = options(&nats, &fresh());
     o.ack_wait = Duration::from_secs(1);
-    let (a, b) = (
-        JetStream::open(&o).await.unwrap(),
-        JetStream::open(&o).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&o).await;
     let key = one(&a, b"slow backend").await;
     let held = claim_eventually(&a, key).await;
     // Node a's attempt takes four ack waits; node b asks all along and is never handed it.
@@ -282,10 +284,7 @@ async fn retries_come_back_in_due_order_and_never_early() {
 async fn a_dead_letter_is_requeued_by_another_node() {
     let Some(nats) = Nats::single() else { return };
     let o = options(&nats, &fresh());
-    let (a, b) = (
-        JetStream::open(&o).await.unwrap(),
-        JetStream::open(&o).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&o).await;
     let key = one(&a, b"gave up").await;
     let c = claim_eventually(&a, key).await;
     a.finish(c, Some(&attempt(410)), Outcome::Dead)
@@ -335,10 +334,7 @@ async fn a_server_with_a_small_max_payload_is_refused() {
 async fn an_accepted_message_is_one_publish_and_queued_on_every_node_until_its_first_outcome() {
     let Some(nats) = Nats::single() else { return };
     let o = options(&nats, &fresh());
-    let (a, b) = (
-        JetStream::open(&o).await.unwrap(),
-        JetStream::open(&o).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&o).await;
     let recorded = |key: Key| {
         let state = a.inner.state.clone();
         async move { state.entry(key.to_string()).await.unwrap().is_some() }
