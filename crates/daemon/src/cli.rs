@@ -660,7 +660,8 @@ fn running_admin(dir: &Path) -> Option<SocketAddr> {
         .ok()
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The one-thread runtime a spool command runs its async work on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

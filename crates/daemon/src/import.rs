@@ -47,10 +47,7 @@ pub fn import_command(
             return exit::IO;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: {e}");
