@@ -70,8 +70,7 @@ impl JetStream {
         let body = Bytes::from(content);
         let subject = inner.subject(if dead { "dead" } else { "queue" }, key);
         inner.publish(subject, body, Some(&key.to_string())).await?;
-        inner.index().quiet_until_ms = 0;
-        inner.changed.notify_one();
+        inner.wake();
         Ok(imported)
     }
 }

@@ -494,6 +494,13 @@ impl Inner {
         lock(&self.index)
     }
 
+    /// Something is due now: ends a quiet spell after an empty claim and wakes the delivery
+    /// loop.
+    fn wake(&self) {
+        self.index().quiet_until_ms = 0;
+        self.changed.notify_one();
+    }
+
     /// Marks the backend unavailable (until the probe succeeds) and says why.
     fn fail(&self, what: impl Into<String>, detail: impl std::fmt::Display) -> Unavailable {
         let e = failed(what, detail);
@@ -869,9 +876,8 @@ impl Storage for JetStream {
         for key in &keys {
             index.queued(*key, now);
         }
-        index.quiet_until_ms = 0;
         drop(index);
-        inner.changed.notify_one();
+        inner.wake();
         Ok(keys)
     }
 
@@ -944,8 +950,7 @@ impl Storage for JetStream {
             tracing::warn!("nats release of {}: {e}", claim.key);
         }
         drop(claim);
-        self.inner.index().quiet_until_ms = 0;
-        self.inner.changed.notify_one();
+        self.inner.wake();
     }
 
     fn sending(&self, claim: &Claim) -> Sending {
